@@ -1,0 +1,734 @@
+"""RaftNode: PySyncObj's SyncObj, hardened for a job queue that must not lose acknowledged writes.
+
+We subclass and override; the library is never copied or patched. Each override names the defect it fixes
+(numbers refer to ../shared/PYSYNCOBJ-NOTES.md and the tests in tests/integration/test_raft_*.py):
+
+D1 journal never fsync'ed; compaction forks a child that renames a dump while the journal is untrimmed, and a
+   restart then clears the whole journal.  -> `DurableJournal` and our own snapshots (`_SyncObj__tryLogCompaction`
+   override, `snapshot_file`), swapped in before the first tick. The library's compaction never runs.
+D2 a follower deletes every entry after prevLogIdx whenever it holds more, not only on a term conflict
+   (Raft §5.3), truncating applied and acknowledged entries under pipelined load.  -> `_on_append_entries`.
+D3 no fsync before acknowledging.  -> `_SyncObj__sendNextNodeIdx` defers success replies until one fdatasync
+   after the tick; the leader fsyncs its own new entries before the commit count that includes itself.
+D4 no pre-vote: a restarted or cut-off node bumps the term and deposes a healthy leader.  -> `_maybe_prevote`.
+D5 one write at a time waits for the next append period (~100 ms).  -> appendEntriesUseBatch=False plus our own
+   tick loop woken by a pipe, and group commit: concurrent proposals share one entry (`_flush_pending`).
+D6 `commandsWaitLeader` queues commands for ever while there is no leader.  -> off; proposals fail fast.
+D7 install-snapshot throws away log entries newer than the snapshot.  -> `_install_snapshot` keeps the log
+   when it already holds the snapshot's last entry (Raft §7).
+D8 a timed-out proposal is not cancelled and may commit later.  -> callers get "outcome unknown" and retry with
+   idempotency keys; a proposal is never re-sent by us.
+
+Threads: PySyncObj runs on our tick thread (`_run`). The store is mutated only there (inside `apply_batch`);
+readers on other threads take the state machine's lock. Proposals cross over through a deque and a pipe.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import functools
+import logging
+import os
+import signal
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import FAIL_REASON
+from pysyncobj.monotonic import monotonic as monotonic_time
+
+from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded,
+                                   ProposalError, ReplicaClosed)
+from raftqueue.raft.files import fsync_dir
+from raftqueue.raft.journal import DurableJournal
+from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, decode_snapshot, read_snapshot,
+                                          write_snapshot)
+from raftqueue.raft.transfer import SnapshotTransfer
+from raftqueue.raft.transport import HardenedTransport
+
+log = logging.getLogger("raftqueue.raft")
+
+FOLLOWER, CANDIDATE, LEADER = 0, 1, 2  # pysyncobj.syncobj._RAFT_STATE
+ROLE_NAMES = {FOLLOWER: "follower", CANDIDATE: "candidate", LEADER: "leader"}
+
+
+class StateMachine(Protocol):
+    """What the node needs from the replicated state (see raftqueue.replicated_store)."""
+
+    def apply_entry(self, blob: bytes, index: int) -> list: ...
+    def snapshot_body(self) -> bytes: ...
+    def restore_body(self, body: bytes, index: int) -> None: ...
+    def housekeeping(self, is_leader: bool) -> list[bytes]: ...
+
+
+@dataclass
+class RaftSettings:
+    self_addr: str
+    peer_addrs: list[str]
+    data_dir: Path
+    password: str | None = None
+    bind_addr: str | None = None
+    fsync: bool = True
+    heartbeat_s: float = 0.05
+    election_min_s: float = 0.3
+    election_max_s: float = 0.6
+    connection_retry_s: float = 0.2
+    connection_timeout_s: float = 3.5
+    leader_fallback_s: float = 1.2
+    tick_wait_s: float = 0.01
+    group_max_commands: int = 2048
+    group_max_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 32 * 1024 * 1024
+    compact_min_entries: int = 20_000
+    compact_min_bytes: int = 64 * 1024 * 1024
+    queue_size: int = 100_000
+    extra: dict = field(default_factory=dict)
+
+
+class Proposal:
+    """Encoded commands waiting for one log entry; `on_done(index, results, error)` runs on the tick thread."""
+
+    __slots__ = ("commands", "size", "on_done")
+
+    def __init__(self, commands: list[bytes], on_done: Callable[[int | None, list | None, Exception | None], None]):
+        self.commands = commands
+        self.size = sum(len(c) for c in commands) + len(commands)
+        self.on_done = on_done
+
+
+def _error_for(reason: int) -> ProposalError:
+    if reason == FAIL_REASON.QUEUE_FULL:
+        return Overloaded("the Raft command queue is full")
+    if reason in (FAIL_REASON.MISSING_LEADER,):
+        return NoLeader("no leader")
+    if reason == FAIL_REASON.NOT_LEADER:
+        return NotLeader(None, "this node is not the leader")
+    if reason == FAIL_REASON.DISCARDED:
+        return NotCommitted("the entry was replaced by a newer leader's entry")
+    if reason == FAIL_REASON.REQUEST_DENIED:
+        return NotCommitted("the request was denied")
+    return CommitUnknown(f"outcome unknown (raft reason {reason})")
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In a forked snapshot child: get SIGKILL if the node dies, so an orphan never outlives it."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _close_inherited_sockets() -> None:
+    """A snapshot child must not keep the node's listening ports open after the node dies."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fd = int(name)
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+        except (ValueError, OSError):
+            continue
+
+
+class RaftNode(SyncObj):
+    """One Raft member. Create it, call `start()`, propose with `submit()`, and `stop()` at the end."""
+
+    def __init__(self, settings: RaftSettings, state: StateMachine) -> None:
+        self._settings = settings
+        self._state = state
+        data_dir = Path(settings.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._snap_dir = data_dir / "snapshots"
+        self._snap_dir.mkdir(exist_ok=True)
+        self._pending: collections.deque[Proposal] = collections.deque()
+        self._deferred_acks: list[tuple] = []
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._housekeeping_in_flight = False
+        self._last_leader_contact = 0.0
+        self._prevote_round = 0
+        self._prevote_grants: set = set()
+        self._prevote_ok_term: int | None = None
+        self._compaction_pid = 0
+        self._compaction_header: SnapshotHeader | None = None
+        self._compaction_retry_at = 0.0
+        self._force_compaction = False
+        self._transmission = b""
+
+        # Load the newest valid snapshot, restore the state from it, and open the log after it.
+        snapshot = self._load_newest_snapshot()
+        base = snapshot[0].base_entries if snapshot else None
+        journal = DurableJournal(data_dir / "raft", base=base, fsync=settings.fsync)
+        self._snapshot_index = snapshot[0].index if snapshot else 0
+        self._journal = journal  # set before SyncObj.__init__, which evaluates every attribute (dir scan)
+
+        conf = SyncObjConf(
+            autoTick=False,
+            appendEntriesUseBatch=False,
+            appendEntriesPeriod=settings.heartbeat_s,
+            raftMinTimeout=settings.election_min_s,
+            raftMaxTimeout=settings.election_max_s,
+            connectionRetryTime=settings.connection_retry_s,
+            connectionTimeout=max(settings.connection_timeout_s, settings.election_max_s),
+            leaderFallbackTimeout=settings.leader_fallback_s,
+            commandsWaitLeader=False,
+            commandsQueueSize=settings.queue_size,
+            appendEntriesBatchSizeBytes=settings.max_message_bytes,
+            sendBufferSize=2 ** 20,
+            recvBufferSize=2 ** 20,
+            logCompactionMinEntries=2 ** 62,     # the library never compacts: we do (D1)
+            logCompactionMinTime=10 ** 12,
+            logCompactionBatchSize=2 ** 20,
+            password=settings.password,
+            bindAddress=settings.bind_addr or settings.self_addr,
+            maxBindRetries=30,
+            bindRetryTime=0.5,
+            onStateChanged=self._on_state_changed,
+        )
+        super().__init__(settings.self_addr, settings.peer_addrs, conf, transportClass=HardenedTransport)
+
+        # Swap our durable journal and snapshot transfer in before the first tick (D1).
+        self._SyncObj__raftLog = journal
+        self._transfer = SnapshotTransfer(self._newest_snapshot_path, data_dir / "snapshot.incoming",
+                                          chunk_bytes=1 << 20, fsync=settings.fsync)
+        self._SyncObj__serializer = self._transfer
+        last_term = journal[-1][2]
+        self._SyncObj__raftCurrentTerm = max(journal.getCurrentTerm(), last_term)
+        self._SyncObj__votedForNodeId = journal.getVotedForNodeId()
+        last_index = journal[-1][1]
+        self._SyncObj__raftLastApplied = max(journal[0][1], self._snapshot_index)
+        self._SyncObj__raftCommitIndex = min(max(journal.getRaftCommitIndex(), self._snapshot_index), last_index)
+        self._notifier = self._SyncObj__pipeNotifier
+
+    # ----- lifecycle ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="raft-tick", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop_event.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._fail_pending(ReplicaClosed("the node is shutting down"))
+        if self._compaction_pid:
+            try:
+                os.kill(self._compaction_pid, signal.SIGKILL)
+                os.waitpid(self._compaction_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self._compaction_pid = 0
+        self._doDestroy()
+        self._transfer.close()
+
+    def _run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self._journal.sync()
+                self._maybe_prevote()
+                self.doTick(self._settings.tick_wait_s)
+                self._send_deferred_acks()
+                self._journal.sync()
+            except Exception:  # a bug must not kill replication: log it and keep ticking
+                log.exception("raft tick failed")
+                time.sleep(self._settings.tick_wait_s)
+
+    def _wake(self) -> None:
+        try:
+            self._notifier.notify()
+        except OSError:
+            pass
+
+    # ----- proposing ----------------------------------------------------------------------------------------
+    def submit(self, proposal: Proposal) -> None:
+        """Queue a proposal for the next group-commit entry (any thread)."""
+        if self._stop_event.is_set():
+            proposal.on_done(None, None, ReplicaClosed("the node is shutting down"))
+            return
+        if len(self._pending) >= self._settings.queue_size:
+            proposal.on_done(None, None, Overloaded("too many proposals waiting"))
+            return
+        self._pending.append(proposal)
+        self._wake()
+
+    def _checkCommandsToApply(self) -> None:  # runs once per tick, on the tick thread
+        if self._SyncObj__raftState == LEADER:
+            self._add_housekeeping()
+            self._flush_pending()
+        elif self._pending:
+            leader = self._SyncObj__raftLeader
+            self._fail_pending(NotLeader(leader.address if leader is not None else None,
+                                         "this node is not the leader"))
+        super()._checkCommandsToApply()
+        self._journal.sync()  # D3: the leader's own copy is durable before it counts toward a commit
+
+    def _add_housekeeping(self) -> None:
+        if self._housekeeping_in_flight:
+            return
+        commands = self._state.housekeeping(True)
+        if commands:
+            self._housekeeping_in_flight = True
+            self._pending.appendleft(Proposal(commands, self._housekeeping_done))
+
+    def _housekeeping_done(self, index, results, error) -> None:
+        self._housekeeping_in_flight = False
+        if error is not None and not isinstance(error, (NotLeader, NoLeader, ReplicaClosed)):
+            log.debug("housekeeping proposal failed: %s", error)
+
+    def _flush_pending(self) -> None:
+        max_cmds, max_bytes = self._settings.group_max_commands, self._settings.group_max_bytes
+        while self._pending:
+            group: list[Proposal] = []
+            count = size = 0
+            while self._pending and (not group or (count + len(self._pending[0].commands) <= max_cmds
+                                                   and size + self._pending[0].size <= max_bytes)):
+                proposal = self._pending.popleft()
+                group.append(proposal)
+                count += len(proposal.commands)
+                size += proposal.size
+            blob = b"[" + b",".join(c for p in group for c in p.commands) + b"]"
+            self.apply_batch(blob, callback=functools.partial(self._group_done, group))
+
+    @staticmethod
+    def _group_done(group: list[Proposal], result, error) -> None:
+        if error == FAIL_REASON.SUCCESS and result is not None:
+            index, results = result
+            position = 0
+            for proposal in group:
+                count = len(proposal.commands)
+                proposal.on_done(index, results[position:position + count], None)
+                position += count
+            return
+        exc = _error_for(error)
+        for proposal in group:
+            proposal.on_done(None, None, exc)
+
+    def _fail_pending(self, error: Exception) -> None:
+        while self._pending:
+            try:
+                proposal = self._pending.popleft()
+            except IndexError:
+                break
+            proposal.on_done(None, None, error)
+
+    @replicated
+    def apply_batch(self, blob: bytes):
+        """The one replicated method: apply a JSON array of store commands; returns (index, results)."""
+        index = self._SyncObj__raftLastApplied + 1
+        return index, self._state.apply_entry(blob, index)
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        if new != LEADER and self._pending:
+            self._fail_pending(NotLeader(None, "this node lost leadership"))
+        if new == LEADER:
+            self._housekeeping_in_flight = False
+
+    # ----- messages -----------------------------------------------------------------------------------------
+    def _SyncObj__onMessageReceived(self, node, message) -> None:  # noqa: N802 (overrides the library's)
+        if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        try:
+            if kind == "append_entries":
+                self._on_append_entries(node, message)
+            elif kind == "rq_pre_vote":
+                self._on_prevote_request(node, message)
+            elif kind == "rs_pre_vote":
+                self._on_prevote_response(node, message)
+            else:
+                SyncObj._SyncObj__onMessageReceived(self, node, message)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            log.warning("raft: ignoring a malformed %r message from %s: %s", kind, node, exc)
+
+    def _SyncObj__sendNextNodeIdx(self, node, reset=False, nextNodeIdx=None, success=False):  # noqa: N802,N803
+        """D3: a success reply tells the leader we hold the entries: fdatasync first (once per tick)."""
+        if nextNodeIdx is None:
+            nextNodeIdx = self._journal[-1][1] + 1
+        if success and self._journal.dirty:
+            self._deferred_acks.append((node, reset, nextNodeIdx, success))
+            return
+        SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success)
+
+    def _send_deferred_acks(self) -> None:
+        if not self._deferred_acks:
+            return
+        self._journal.sync()
+        acks, self._deferred_acks = self._deferred_acks, []
+        for node, reset, next_index, success in acks:
+            SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=next_index, success=success)
+
+    def _on_append_entries(self, node, message: dict) -> None:
+        term = message["term"]
+        if term < self._SyncObj__raftCurrentTerm:
+            return  # a deposed leader: it steps down when the current leader's heartbeats reach it
+        if term > self._SyncObj__raftCurrentTerm:
+            self._SyncObj__transferInProgress = False
+        if not self._SyncObj__transferInProgress:
+            self._SyncObj__raftElectionDeadline = monotonic_time() + self._SyncObj__generateRaftTimeout()
+        if self._SyncObj__raftLeader != node:
+            self._SyncObj__onLeaderChanged()
+        self._SyncObj__raftLeader = node
+        if term > self._SyncObj__raftCurrentTerm:
+            self._SyncObj__setCurrentTerm(term, None)
+        self._SyncObj__setState(FOLLOWER)
+        self._last_leader_contact = monotonic_time()
+        leader_commit = int(message["commit_index"])
+        self._SyncObj__leaderCommitIndex = leader_commit
+
+        if "prevLogIdx" in message:
+            entries = message.get("entries") or []
+            transmission = message.get("transmission")
+            if transmission is not None:
+                entries = self._collect_transmission(transmission, message.get("data", b""))
+                if entries is None:
+                    SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=False, success=False)
+                    return
+            self._append(node, message["prevLogIdx"], message["prevLogTerm"], entries, leader_commit)
+        elif "serialized" in message:
+            if self._transfer.receive(message["serialized"]):
+                self._install_incoming_snapshot(node, leader_commit)
+
+    def _collect_transmission(self, transmission: str, data: bytes):
+        """Reassemble an entry the leader sent in chunks (it does so for entries >= its batch size)."""
+        if transmission == "start":
+            self._transmission = data
+            return None
+        self._transmission += data
+        if transmission != "finish":
+            return None
+        from raftqueue.raft.transport import safe_loads
+        try:
+            entry = safe_loads(self._transmission)
+        except Exception:
+            return None  # the library may flag 'finish' one chunk early: wait for the rest
+        self._transmission = b""
+        return [entry]
+
+    def _append(self, node, prev_index: int, prev_term: int, entries: list, leader_commit: int) -> None:
+        """Raft §5.3 AppendEntries on the follower (D2)."""
+        journal = self._journal
+        first_index = journal[0][1]
+        commit = self._SyncObj__raftCommitIndex
+        applied = self._SyncObj__raftLastApplied
+        if prev_index is None:
+            SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=True, success=False)
+            return
+        if prev_index < first_index:
+            # Entries at or before our oldest entry are covered by our snapshot, hence committed and identical.
+            entries = [e for e in entries if e[1] > first_index]
+            if not entries:
+                self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=max(commit, first_index) + 1, success=True)
+                return
+            prev_index, prev_term = first_index, journal[0][2]
+            if entries[0][1] != prev_index + 1:
+                SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=True, success=False)
+                return
+        last_index = journal[-1][1]
+        if prev_index > last_index:
+            SyncObj._SyncObj__sendNextNodeIdx(self, node, nextNodeIdx=last_index + 1, reset=True, success=False)
+            return
+        if journal[prev_index - first_index][2] != prev_term:
+            if prev_index <= commit:
+                log.critical("raft: leader %s disagrees about committed entry %d; refusing its entries",
+                             node, prev_index)
+                return
+            SyncObj._SyncObj__sendNextNodeIdx(self, node, nextNodeIdx=prev_index, reset=True, success=False)
+            return
+
+        dynamic = self._SyncObj__conf.dynamicMembershipChange
+        new_entries: list = []
+        for i, entry in enumerate(entries):
+            index = entry[1]
+            if index != prev_index + 1 + i:
+                log.warning("raft: non-contiguous entries from %s; asking for a resend", node)
+                SyncObj._SyncObj__sendNextNodeIdx(self, node, nextNodeIdx=journal[-1][1] + 1, reset=True)
+                return
+            position = index - first_index
+            if position < len(journal):
+                if journal[position][2] == entry[2]:
+                    continue  # already held: same index and term means the same entry (Log Matching)
+                if index <= max(commit, applied):
+                    log.critical("raft: refusing to truncate committed entry %d (commit %d, applied %d)",
+                                 index, commit, applied)
+                    return
+                if dynamic:
+                    for old in reversed(journal[position:]):
+                        change = self._SyncObj__parseChangeClusterRequest(old[0])
+                        if change is not None:
+                            self._SyncObj__doChangeCluster(change, reverse=True)
+                journal.deleteEntriesFrom(position)
+            new_entries = entries[i:]
+            break
+        for entry in new_entries:
+            journal.add(*entry)
+            if dynamic:
+                change = self._SyncObj__parseChangeClusterRequest(entry[0])
+                if change is not None:
+                    self._SyncObj__doChangeCluster(change)
+
+        last_new = prev_index + len(entries)
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=last_new + 1, success=True)
+        if leader_commit > commit:
+            self._SyncObj__raftCommitIndex = min(leader_commit, last_new)
+            journal.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
+
+    # ----- pre-vote (D4) ----------------------------------------------------------------------------------------
+    def _maybe_prevote(self) -> None:
+        """Before the library starts an election, ask whether a majority would vote: if not, nobody's term moves."""
+        state = self._SyncObj__raftState
+        term = self._SyncObj__raftCurrentTerm
+        if self._prevote_ok_term is not None and (term != self._prevote_ok_term or state == LEADER):
+            self._prevote_ok_term = None  # the election we allowed has started (or ended)
+        if state == LEADER or self._SyncObj__selfNode is None:
+            return
+        now = monotonic_time()
+        if self._SyncObj__raftElectionDeadline >= now or self._SyncObj__transferInProgress:
+            return
+        if self._prevote_ok_term is not None:
+            return  # let the library run this election now
+        if not self._SyncObj__connectedToAnyone():
+            return
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._prevote_round += 1
+        self._prevote_grants = {self._SyncObj__selfNode}
+        journal = self._journal
+        request = {"type": "rq_pre_vote", "term": term + 1, "round": self._prevote_round,
+                   "last_log_index": journal[-1][1], "last_log_term": journal[-1][2]}
+        for other in self._SyncObj__otherNodes:
+            self._SyncObj__transport.send(other, request)
+        self._check_prevote_quorum()
+
+    def _on_prevote_request(self, node, message: dict) -> None:
+        journal = self._journal
+        our_last_term, our_last_index = journal[-1][2], journal[-1][1]
+        up_to_date = (message["last_log_term"] > our_last_term or
+                      (message["last_log_term"] == our_last_term and message["last_log_index"] >= our_last_index))
+        leader_alive = (self._SyncObj__raftState == LEADER or
+                        (self._SyncObj__raftLeader is not None and
+                         monotonic_time() - self._last_leader_contact < self._settings.election_min_s))
+        granted = bool(message["term"] > self._SyncObj__raftCurrentTerm and up_to_date and not leader_alive)
+        self._SyncObj__transport.send(node, {"type": "rs_pre_vote", "term": message["term"],
+                                             "round": message["round"], "granted": granted,
+                                             "current_term": self._SyncObj__raftCurrentTerm})
+
+    def _on_prevote_response(self, node, message: dict) -> None:
+        current = message.get("current_term")
+        if not message.get("granted") and isinstance(current, int) and current > self._SyncObj__raftCurrentTerm:
+            # A member is at a higher term (its own elections failed): adopt it so our next pre-vote can win.
+            self._SyncObj__setCurrentTerm(current, None)
+            if self._SyncObj__raftState != FOLLOWER:
+                self._SyncObj__setState(FOLLOWER)
+            return
+        if (message.get("granted") and message.get("round") == self._prevote_round
+                and message.get("term") == self._SyncObj__raftCurrentTerm + 1
+                and self._SyncObj__raftState != LEADER):
+            self._prevote_grants.add(node)
+            self._check_prevote_quorum()
+
+    def _check_prevote_quorum(self) -> None:
+        members = len(self._SyncObj__otherNodes) + 1
+        if len(self._prevote_grants) * 2 > members:
+            self._prevote_ok_term = self._SyncObj__raftCurrentTerm
+            self._SyncObj__raftElectionDeadline = 0  # the library starts the real election on this tick
+
+    # ----- snapshots and compaction (D1, D7) ---------------------------------------------------------------------
+    def _snapshot_files(self) -> list[Path]:
+        return sorted(self._snap_dir.glob("snap-*.bin"))
+
+    def _newest_snapshot_path(self) -> Path | None:
+        files = self._snapshot_files()
+        return files[-1] if files else None
+
+    def _load_newest_snapshot(self):
+        for path in reversed(self._snapshot_files()):
+            try:
+                loaded = read_snapshot(path)
+            except CorruptSnapshot as exc:
+                log.error("snapshot %s is damaged (%s); trying an older one", path, exc)
+                continue
+            if loaded is None:
+                continue
+            header, body = loaded
+            self._state.restore_body(body, header.index)
+            return header, body
+        return None
+
+    def _snapshot_path_for(self, index: int) -> Path:
+        return self._snap_dir / f"snap-{index:020d}.bin"
+
+    def force_compaction(self) -> None:
+        self._force_compaction = True
+
+    def _SyncObj__tryLogCompaction(self) -> None:  # noqa: N802 (replaces the library's fork-and-pickle dump)
+        if self._compaction_pid:
+            self._reap_compaction()
+            return
+        applied = self._SyncObj__raftLastApplied
+        journal = self._journal
+        if applied < 3 or applied - 1 <= journal[0][1] or monotonic_time() < self._compaction_retry_at:
+            return
+        entries_since = applied - self._snapshot_index
+        if not self._force_compaction and entries_since < self._settings.compact_min_entries \
+                and journal.payload_bytes < self._settings.compact_min_bytes:
+            return
+        self._force_compaction = False
+        first = journal[0][1]
+        prev, last = journal[applied - 1 - first], journal[applied - first]
+        header = SnapshotHeader(index=applied, term=last[2], prev=prev, last=last,
+                                members=sorted(n.id for n in self._SyncObj__otherNodes | {self._SyncObj__selfNode}))
+        journal.roll_segment()
+        target = self._snapshot_path_for(applied)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # child: write the snapshot of the state as of `applied`, then vanish
+            code = 1
+            try:
+                _die_with_parent(parent)
+                _close_inherited_sockets()
+                write_snapshot(target, header, self._state.snapshot_body(), fsync=self._settings.fsync)
+                code = 0
+            finally:
+                os._exit(code)
+        self._compaction_pid = pid
+        self._compaction_header = header
+
+    def _reap_compaction(self) -> None:
+        try:
+            pid, status = os.waitpid(self._compaction_pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self._compaction_pid, 1
+        if pid == 0:
+            return
+        self._compaction_pid = 0
+        header, self._compaction_header = self._compaction_header, None
+        if status != 0 or header is None:
+            log.error("snapshot child failed (status %s); retrying in 5 s", status)
+            self._compaction_retry_at = monotonic_time() + 5.0
+            return
+        self._after_snapshot(header)
+
+    def _after_snapshot(self, header: SnapshotHeader) -> None:
+        """The snapshot is durable: only now forget the entries it covers (keeping its last two)."""
+        if header.index <= self._snapshot_index:
+            return  # a newer snapshot was installed from the leader while this one was being written
+        self._snapshot_index = header.index
+        journal = self._journal
+        keep_from = header.prev[1] - journal[0][1]
+        if keep_from > 0:
+            journal.deleteEntriesTo(keep_from)
+        for path in self._snapshot_files():
+            if path.name < self._snapshot_path_for(header.index).name:
+                path.unlink(missing_ok=True)
+        log.info("snapshot at index %d written; log now starts at %d", header.index, journal[0][1])
+
+    def _install_incoming_snapshot(self, node, leader_commit: int) -> None:
+        incoming = self._settings.data_dir / "snapshot.incoming"
+        try:
+            header, body = decode_snapshot(Path(incoming).read_bytes())
+        except (OSError, CorruptSnapshot) as exc:
+            log.error("snapshot from %s unusable: %s", node, exc)
+            return
+        journal = self._journal
+        first, last = journal[0][1], journal[-1][1]
+        if first <= header.index <= last and journal[header.index - first][2] == header.term:
+            # D7: we already hold the snapshot's last entry; keep our log and everything after it (Raft §7).
+            Path(incoming).unlink(missing_ok=True)
+        else:
+            if header.index <= self._SyncObj__raftLastApplied:
+                log.critical("raft: snapshot at %d conflicts with applied state at %d; ignoring it",
+                             header.index, self._SyncObj__raftLastApplied)
+                return
+            target = self._snapshot_path_for(header.index)
+            os.replace(incoming, target)
+            if self._settings.fsync:
+                fsync_dir(self._snap_dir)
+            self._state.restore_body(body, header.index)
+            journal.reset(header.base_entries)
+            self._SyncObj__raftLastApplied = header.index
+            self._snapshot_index = header.index
+            self._fail_waiting_up_to(header.index)
+            for path in self._snapshot_files():
+                if path != target:
+                    path.unlink(missing_ok=True)
+            log.info("installed snapshot at index %d from %s", header.index, node)
+        if self._SyncObj__raftCommitIndex < header.index:
+            self._SyncObj__raftCommitIndex = header.index
+            journal.setRaftCommitIndex(header.index)
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=journal[-1][1] + 1, success=True)
+
+    def _fail_waiting_up_to(self, index: int) -> None:
+        waiting = self._SyncObj__commandsWaitingCommit
+        for idx in sorted(k for k in waiting if k <= index):
+            for _term, callback in waiting.pop(idx):
+                callback(None, FAIL_REASON.UNKNOWN_OUTCOME)
+
+    # ----- status -----------------------------------------------------------------------------------------------
+    @property
+    def role(self) -> str:
+        return ROLE_NAMES.get(self._SyncObj__raftState, "follower")
+
+    @property
+    def is_leader(self) -> bool:
+        return self._SyncObj__raftState == LEADER
+
+    @property
+    def leader_addr(self) -> str | None:
+        leader = self._SyncObj__raftLeader
+        return leader.address if leader is not None else None
+
+    @property
+    def term(self) -> int:
+        return self._SyncObj__raftCurrentTerm
+
+    @property
+    def commit_index(self) -> int:
+        return self._SyncObj__raftCommitIndex
+
+    @property
+    def applied_index(self) -> int:
+        return self._SyncObj__raftLastApplied
+
+    @property
+    def leader_commit_index(self) -> int | None:
+        return self._SyncObj__leaderCommitIndex
+
+    @property
+    def last_log_index(self) -> int:
+        return self._journal[-1][1]
+
+    @property
+    def snapshot_index(self) -> int:
+        return self._snapshot_index
+
+    @property
+    def leader_ready(self) -> bool:
+        """Leader whose first entry of its term (the no-op) is applied: its state includes every commit."""
+        noop = self._SyncObj__noopIDx
+        return self.is_leader and noop is not None and self._SyncObj__raftLastApplied >= noop
+
+    def is_ready(self) -> bool:
+        """Knows a live leader and has applied up to the leader's commit index it last heard (recomputed)."""
+        if self.is_leader:
+            return self.leader_ready
+        if self._SyncObj__raftLeader is None:
+            return False
+        if monotonic_time() - self._last_leader_contact > self._settings.election_max_s * 2:
+            return False
+        leader_commit = self._SyncObj__leaderCommitIndex
+        return leader_commit is not None and self._SyncObj__raftLastApplied >= leader_commit
+
+    def members(self) -> list[dict]:
+        match = dict(self._SyncObj__raftMatchIndex) if self.is_leader else {}
+        connected = self._SyncObj__connectedNodes
+        out = [{"raft_addr": self._SyncObj__selfNode.address, "self": True, "connected": True,
+                "match_index": self.last_log_index if self.is_leader else None}]
+        for node in sorted(self._SyncObj__otherNodes, key=lambda n: n.address):
+            out.append({"raft_addr": node.address, "self": False, "connected": node in connected,
+                        "match_index": match.get(node) if self.is_leader else None})
+        return out

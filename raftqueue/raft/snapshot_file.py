@@ -1,0 +1,120 @@
+"""The snapshot file: the store's own `snapshot()` bytes plus the Raft position they stand for.
+
+Layout: MAGIC | u32 header length | header (JSON) | u64 body length | body | u32 crc32(header + body).
+The header holds the index and term of the last entry the snapshot covers and the last two log entries
+themselves (`prev`, `last`, command bytes base64), so that after loading a snapshot the log still starts with
+two real entries, as PySyncObj expects (it reads `log[0]` for the snapshot boundary and `log[1]` after a
+snapshot transfer), and never with a made-up command that could be sent to a follower.
+
+Written with temp file + fsync + rename + directory fsync (see `files.atomic_write`); read back with a CRC
+check, so a half-written or damaged file is refused instead of restored.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from raftqueue.raft.files import fsync_dir
+
+MAGIC = b"RQSNAP01"
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+Entry = tuple[bytes, int, int]
+
+
+class CorruptSnapshot(RuntimeError):
+    """The snapshot file is incomplete or damaged."""
+
+
+@dataclass
+class SnapshotHeader:
+    index: int
+    term: int
+    prev: Entry
+    last: Entry
+    members: list[str] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        def enc(entry: Entry) -> list:
+            return [entry[1], entry[2], base64.b64encode(entry[0]).decode()]
+        return orjson.dumps({"index": self.index, "term": self.term, "prev": enc(self.prev),
+                             "last": enc(self.last), "members": self.members})
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "SnapshotHeader":
+        raw = orjson.loads(data)
+
+        def dec(item: list) -> Entry:
+            return (base64.b64decode(item[2]), int(item[0]), int(item[1]))
+        return cls(index=int(raw["index"]), term=int(raw["term"]), prev=dec(raw["prev"]),
+                   last=dec(raw["last"]), members=list(raw.get("members", [])))
+
+    @property
+    def base_entries(self) -> list[Entry]:
+        return [self.prev, self.last]
+
+
+def encode_snapshot(header: SnapshotHeader, body: bytes) -> list[bytes]:
+    head = header.to_json()
+    crc = zlib.crc32(body, zlib.crc32(head))
+    return [MAGIC, _U32.pack(len(head)), head, _U64.pack(len(body)), body, _U32.pack(crc)]
+
+
+def write_snapshot(path: str | os.PathLike[str], header: SnapshotHeader, body: bytes, fsync: bool = True) -> None:
+    """Write atomically: a crash leaves the previous snapshot or the complete new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        for part in encode_snapshot(header, body):
+            f.write(part)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def decode_snapshot(data: bytes) -> tuple[SnapshotHeader, bytes]:
+    """Parse and verify a whole snapshot file's bytes."""
+    view = memoryview(data)
+    if bytes(view[:len(MAGIC)]) != MAGIC:
+        raise CorruptSnapshot("not a raftqueue snapshot (bad magic)")
+    pos = len(MAGIC)
+    try:
+        (head_len,) = _U32.unpack_from(view, pos)
+        pos += _U32.size
+        head = bytes(view[pos:pos + head_len])
+        pos += head_len
+        (body_len,) = _U64.unpack_from(view, pos)
+        pos += _U64.size
+        body = bytes(view[pos:pos + body_len])
+        pos += body_len
+        (crc,) = _U32.unpack_from(view, pos)
+    except struct.error as exc:
+        raise CorruptSnapshot(f"truncated snapshot: {exc}") from exc
+    if len(head) != head_len or len(body) != body_len:
+        raise CorruptSnapshot("truncated snapshot")
+    if zlib.crc32(body, zlib.crc32(head)) != crc:
+        raise CorruptSnapshot("snapshot checksum mismatch")
+    try:
+        header = SnapshotHeader.from_json(head)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CorruptSnapshot(f"bad snapshot header: {exc}") from exc
+    return header, body
+
+
+def read_snapshot(path: str | os.PathLike[str]) -> tuple[SnapshotHeader, bytes] | None:
+    """The snapshot at `path`, or None if there is none."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    return decode_snapshot(data)

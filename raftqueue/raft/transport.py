@@ -1,0 +1,151 @@
+"""PySyncObj's TCP transport with the holes closed.
+
+As shipped (PYSYNCOBJ-NOTES.md):
+- every frame is `pickle.loads`-ed, so without a password anyone who reaches the Raft port runs code;
+- anyone may register as a 'readonly' node and receive the whole log, or send utility commands
+  (status, add, remove, set_version, transfer);
+- a frame may announce any length (up to 2 GiB) and any zlib expansion.
+
+`HardenedTransport` keeps the library's connection handling but swaps each connection's class to
+`SafeTcpConnection`, whose frame parser caps the frame and decompressed sizes and unpickles with
+`safe_loads` (no globals except the two that protocol-2 pickles of `bytes` need), and refuses every
+peer that does not introduce itself as a configured member. With a cluster secret, Fernet's HMAC is still
+checked before anything is decompressed or unpickled, exactly as in the library.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import struct
+import time
+import zlib
+
+from pysyncobj.tcp_connection import TcpConnection
+from pysyncobj.transport import TCPTransport
+
+log = logging.getLogger("raftqueue.raft.transport")
+
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+_FRAME_LEN = struct.Struct("i")
+
+
+def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
+    # Protocol-2 pickles of non-empty bytes are `_codecs.encode(<str>, 'latin1')`.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("only latin1 str -> bytes is allowed")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    # Protocol-2 pickles of b'' are `__builtin__.bytes()`.
+    if args:
+        raise pickle.UnpicklingError("bytes() with arguments is not allowed")
+    return b""
+
+
+_ALLOWED = {
+    ("_codecs", "encode"): _latin1_encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+}
+
+
+class _NoGlobalsUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # noqa: D401
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name} in a Raft frame") from None
+
+
+def safe_loads(data: bytes):
+    """Unpickle a Raft message made only of dicts, lists, tuples, str, bytes, numbers, bools and None."""
+    return _NoGlobalsUnpickler(io.BytesIO(data)).load()
+
+
+def bounded_decompress(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(data, limit)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"frame expands beyond {limit} bytes")
+    return out
+
+
+class _RateLimitedLog:
+    def __init__(self, every_s: float = 5.0) -> None:
+        self._every = every_s
+        self._last = 0.0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            log.warning(msg, *args)
+
+
+_bad_frames = _RateLimitedLog()
+
+
+class SafeTcpConnection(TcpConnection):
+    """A TcpConnection whose frame parser cannot be made to run code or exhaust memory."""
+
+    def _TcpConnection__processParseMessage(self):  # overrides the library's private parser
+        buf = self._TcpConnection__readBuffer
+        if len(buf) < 4:
+            return None
+        (length,) = _FRAME_LEN.unpack_from(buf, 0)
+        if length < 0 or length > MAX_FRAME_BYTES:
+            _bad_frames.warning("raft: dropping a connection that announced a %d-byte frame", length)
+            self.disconnect()
+            return None
+        if len(buf) - 4 < length:
+            return None
+        data = buf[4:4 + length]
+        try:
+            if self.encryptor:
+                stamp = self.encryptor.extract_timestamp(data)  # verifies the HMAC first
+                if stamp < self.recvLastTimestamp:
+                    raise ValueError("replayed frame")
+                self.recvLastTimestamp = stamp
+                data = self.encryptor.decrypt(data)
+            message = safe_loads(bounded_decompress(data))
+            if self.recvRandKey:
+                rand_key, message = message
+                if rand_key != self.recvRandKey:
+                    raise ValueError("wrong session key")
+        except Exception as exc:  # any bad frame: drop the connection, never the node
+            _bad_frames.warning("raft: dropping a connection after a bad frame (%s: %s)", type(exc).__name__, exc)
+            self.disconnect()
+            return None
+        self._TcpConnection__readBuffer = buf[4 + length:]
+        return message
+
+
+class HardenedTransport(TCPTransport):
+    """TCPTransport that speaks only to configured members, through SafeTcpConnection."""
+
+    def addNode(self, node) -> None:  # noqa: N802 (library's name)
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if conn is not None and type(conn) is TcpConnection:
+            conn.__class__ = SafeTcpConnection
+
+    def _onNewIncomingConnection(self, conn) -> None:  # noqa: N802
+        if type(conn) is TcpConnection:
+            conn.__class__ = SafeTcpConnection
+        super()._onNewIncomingConnection(conn)
+
+    def _onIncomingMessageReceived(self, conn, message) -> None:  # noqa: N802
+        if self._syncObj.encryptor and not conn.sendRandKey:
+            super()._onIncomingMessageReceived(conn, message)  # the session-key exchange
+            return
+        if isinstance(message, str) and message in self._nodeAddrToNode:
+            super()._onIncomingMessageReceived(conn, message)
+            return
+        # 'readonly' registrations and utility commands (lists) from anyone: refused.
+        _bad_frames.warning("raft: refusing a peer that introduced itself as %r", type(message).__name__
+                            if not isinstance(message, str) else message[:64])
+        self._unknownConnections.discard(conn)
+        conn.disconnect()
