@@ -106,6 +106,7 @@ class Replica:
         self._waiter_seq = itertools.count()
         self._listeners: list[ApplyListener] = []
         self._restore_listeners: list[Callable[[int], None]] = []
+        self._role_listeners: list[Callable[[str], None]] = []
         self._closed = False
 
     # ----- lifecycle ----------------------------------------------------------------------------------------
@@ -128,6 +129,7 @@ class Replica:
             setattr(settings, key, value)
         # Binding and loading the snapshot and log may take a while: keep the event loop free meanwhile.
         self.node = await self._loop.run_in_executor(None, RaftNode, settings, self.state)
+        self.node.on_role_change = self._role_from_tick
         self._applied = max(self.state.state_index, self.node.applied_index)
         self.node.start()
 
@@ -213,6 +215,10 @@ class Replica:
         """Called when the whole state was replaced by a snapshot from the leader."""
         self._restore_listeners.append(listener)
 
+    def add_role_listener(self, listener: Callable[[str], None]) -> None:
+        """`listener(role)` on the event loop whenever this node's Raft role changes."""
+        self._role_listeners.append(listener)
+
     # ----- cluster view -------------------------------------------------------------------------------------
     @property
     def is_leader(self) -> bool:
@@ -280,6 +286,21 @@ class Replica:
                 self._loop.call_soon_threadsafe(self._drain_applied)
             except RuntimeError:  # loop closed during shutdown
                 pass
+
+    def _role_from_tick(self, role: str) -> None:
+        if self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._role_changed, role)
+        except RuntimeError:
+            pass
+
+    def _role_changed(self, role: str) -> None:
+        for listener in list(self._role_listeners):
+            try:
+                listener(role)
+            except Exception:
+                log.exception("role listener failed")
 
     def _restored_from_tick(self, index: int) -> None:
         if self._loop is None:

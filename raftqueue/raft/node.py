@@ -160,6 +160,7 @@ class RaftNode(SyncObj):
         self._compaction_retry_at = 0.0
         self._force_compaction = False
         self._transmission = b""
+        self.on_role_change: Callable[[str], None] | None = None
 
         # Load the newest valid snapshot, restore the state from it, and open the log after it.
         snapshot = self._load_newest_snapshot()
@@ -188,6 +189,8 @@ class RaftNode(SyncObj):
             password=settings.password,
             bindAddress=settings.bind_addr or settings.self_addr,
             maxBindRetries=30,
+            dnsCacheTime=5.0,          # peers named by DNS (compose service names) may change address
+            dnsFailCacheTime=1.0,
             bindRetryTime=0.5,
             onStateChanged=self._on_state_changed,
         )
@@ -328,6 +331,9 @@ class RaftNode(SyncObj):
             self._fail_pending(NotLeader(None, "this node lost leadership"))
         if new == LEADER:
             self._housekeeping_in_flight = False
+        hook = self.on_role_change
+        if hook is not None:
+            hook(ROLE_NAMES.get(new, "follower"))
 
     # ----- messages -----------------------------------------------------------------------------------------
     def _SyncObj__onMessageReceived(self, node, message) -> None:  # noqa: N802 (overrides the library's)

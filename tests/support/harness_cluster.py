@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.support.procs import NodeProcess, free_ports, python_module_argv
+from tests.support.procs import REPO, NodeProcess, free_ports, python_module_argv
 
 FAST_RAFT = {}  # the replica's defaults are the tuned ones under test
 
@@ -43,7 +43,7 @@ class HarnessCluster:
                 args += ["--disable", fix]
             args += ["--seed", str(1000 + i)]
             self.nodes.append(NodeProcess(self.ids[i], python_module_argv("tests.support.raft_harness", *args),
-                                          root / f"{self.ids[i]}.log"))
+                                          root / f"{self.ids[i]}.log", env={"PYTHONPATH": str(REPO)}, cwd=REPO))
         self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "HarnessCluster":

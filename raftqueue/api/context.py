@@ -1,0 +1,162 @@
+"""What every handler needs, in one object stored on the app; plus the write and read paths.
+
+Write path (`write`): on the leader, validate -> propose -> render; on a follower, proxy to the leader.
+While there is no leader, wait a bounded time for one, then answer 503 no_leader with Retry-After.
+Read path (`read`): `?consistency=stale|leader|linearizable` and `?min_index=N` (read-your-writes anywhere).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from raftqueue.api.errors import ApiError, store_error
+from raftqueue.api.forward import FORWARDED_HEADER, Forwarder, ForwardBroken, ForwardNotSent
+from raftqueue.api.validation import Defaults, Limits
+from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded,
+                                   ReplicaClosed)
+from raftqueue.replica import Replica
+
+# A plan for one write: the commands to propose, and how to turn (index, results) into a response.
+Render = Callable[[int, list], web.Response]
+Plan = tuple[list, Render]
+
+
+@dataclass
+class Settings:
+    node_id: str
+    limits: Limits = field(default_factory=Limits)
+    defaults: Defaults = field(default_factory=Defaults)
+    max_body_bytes: int = 16 * 1024 * 1024
+    propose_timeout_s: float = 5.0
+    leader_wait_s: float = 3.0
+    read_wait_s: float = 5.0
+    forward_timeout_s: float = 40.0
+
+
+class Context:
+    def __init__(self, settings: Settings, replica: Replica) -> None:
+        self.settings = settings
+        self.replica = replica
+        self.limits = settings.limits
+        self.defaults = settings.defaults
+        self.forwarder = Forwarder(settings.node_id, settings.forward_timeout_s)
+        self.extras: dict = {}  # seams for later pieces (auth, metrics, long-poll, events)
+
+    # ----- bodies --------------------------------------------------------------------------------------------
+    async def body(self, request: web.Request, limit: int | None = None) -> bytes:
+        limit = limit or self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, "payload_too_large", f"the body is {request.content_length} bytes; "
+                                                     f"the limit is {limit} bytes")
+        data = await request.read()
+        if len(data) > limit:
+            raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
+        return data
+
+    # ----- writes --------------------------------------------------------------------------------------------
+    def raft_headers(self, index: int) -> dict[str, str]:
+        return {"X-Raft-Index": str(index), "X-Raft-Leader": self.settings.node_id}
+
+    async def write(self, request: web.Request, plan: Callable[[bytes], Plan], body: bytes | None = None,
+                    ) -> web.Response:
+        """Run a write here if leader, else proxy it; bounded wait through elections."""
+        if body is None:
+            body = await self.body(request)
+        replica = self.replica
+        deadline = time.monotonic() + self.settings.leader_wait_s
+        forwarded = FORWARDED_HEADER in request.headers
+        while True:
+            if replica.is_leader:
+                commands, render = plan(body)  # validation errors surface here as 4xx
+                try:
+                    index, results = await replica.propose(commands, timeout=self.settings.propose_timeout_s)
+                except (NotLeader, NoLeader, NotCommitted):
+                    pass  # certainly not applied: safe to try again once a leader is known
+                except CommitUnknown as exc:
+                    raise ApiError(504, "commit_timeout", f"{exc}; retry with the same idempotency_key") from None
+                except Overloaded as exc:
+                    raise ApiError(429, "overloaded", str(exc), {"Retry-After": "1"}) from None
+                except ReplicaClosed:
+                    raise ApiError(503, "no_leader", "this node is shutting down", {"Retry-After": "1"}) from None
+                else:
+                    response = render(index, results)
+                    response.headers.update(self.raft_headers(index))
+                    return response
+            else:
+                leader = replica.leader
+                if leader is not None and leader.id != self.settings.node_id and not forwarded:
+                    try:
+                        return await self.forwarder.forward(request, body, leader)
+                    except ForwardNotSent:
+                        pass  # the leader is gone: wait for the next one
+                    except ForwardBroken as exc:
+                        raise ApiError(504, "commit_timeout",
+                                       f"the leader stopped answering ({exc}); the write may or may not have "
+                                       "been applied: retry with the same idempotency_key") from None
+            if time.monotonic() >= deadline:
+                raise ApiError(503, "no_leader", "no leader is available (an election is in progress); retry",
+                               {"Retry-After": "1"})
+            await asyncio.sleep(0.02)
+
+    # ----- reads ---------------------------------------------------------------------------------------------
+    async def read(self, request: web.Request, local: Callable[[], Awaitable[web.Response] | web.Response],
+                   default: str = "stale") -> web.Response:
+        """Serve a read with the consistency the client asked for (see API.md, Conventions)."""
+        consistency = request.query.get("consistency")
+        if consistency not in (None, "stale", "leader", "linearizable"):
+            raise ApiError(400, "validation_error", "consistency: must be stale, leader or linearizable")
+        min_index = request.query.get("min_index")
+        if min_index is not None:
+            try:
+                wanted = int(min_index)
+            except ValueError:
+                raise ApiError(400, "validation_error", "min_index: must be an integer") from None
+            if wanted < 0:
+                raise ApiError(400, "validation_error", "min_index: must be >= 0")
+            if not await self.replica.wait_applied(wanted, self.settings.read_wait_s):
+                raise ApiError(503, "stale_replica", f"this node has not applied index {wanted} yet; retry",
+                               {"Retry-After": "1"})
+            if consistency is None:
+                consistency = "stale"
+        consistency = consistency or default
+        if consistency == "stale":
+            return await _maybe_await(local())
+        forwarded = FORWARDED_HEADER in request.headers
+        deadline = time.monotonic() + self.settings.leader_wait_s
+        while True:
+            if self.replica.is_leader:
+                if consistency == "linearizable":
+                    try:
+                        await self.replica.barrier(self.settings.propose_timeout_s)
+                    except (NotLeader, NoLeader, NotCommitted):
+                        await asyncio.sleep(0.02)
+                        continue
+                    except CommitUnknown:
+                        raise ApiError(504, "commit_timeout", "could not confirm leadership in time") from None
+                return await _maybe_await(local())
+            leader = self.replica.leader
+            if leader is not None and leader.id != self.settings.node_id and not forwarded:
+                try:
+                    return await self.forwarder.forward(request, b"", leader)
+                except (ForwardNotSent, ForwardBroken):
+                    pass  # reads are safe to retry
+            if time.monotonic() >= deadline:
+                raise ApiError(503, "no_leader", "no leader is available for a leader read; retry, or ask "
+                                                 "with ?consistency=stale", {"Retry-After": "1"})
+            await asyncio.sleep(0.02)
+
+    def store_result(self, result: dict) -> dict:
+        """A store result, or the ApiError its error code maps to."""
+        if "error" in result:
+            raise store_error(result["error"])
+        return result
+
+
+async def _maybe_await(value):
+    if asyncio.iscoroutine(value):
+        return await value
+    return value

@@ -1,0 +1,116 @@
+"""GET /events: Server-Sent Events of job changes and periodic stats, on every node.
+
+Every node applies the same log, so every node can stream it: `id:` is the Raft index, so a client that
+reconnects to another node with Last-Event-ID resumes where it stopped (from a ring of recent events; if it
+is too far behind it gets `event: reset` and should refetch). Each subscriber has a bounded queue: one that
+cannot keep up is disconnected, the server never buffers without limit for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+import orjson
+from aiohttp import web
+
+from raftqueue.replica import Replica
+
+log = logging.getLogger("raftqueue.events")
+
+
+class _Subscriber:
+    __slots__ = ("queue", "dropped")
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
+        self.dropped = False
+
+
+class EventHub:
+    def __init__(self, replica: Replica, ring_size: int = 10_000, queue_size: int = 2_000,
+                 stats_every_s: float = 2.0) -> None:
+        self._replica = replica
+        self._ring: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=ring_size)
+        self._subscribers: set[_Subscriber] = set()
+        self._queue_size = queue_size
+        self._stats_every = stats_every_s
+        self.dropped_total = 0
+
+    def attach(self) -> None:
+        self._replica.add_listener(self.on_applied)
+        self._replica.add_restore_listener(self.on_restored)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def on_applied(self, index: int, events: list) -> None:
+        for kind, job_id, state, queue in events:
+            data = orjson.dumps({"kind": kind, "job_id": job_id, "state": state, "queue": queue})
+            message = b"id: %d\nevent: job\ndata: %s\n\n" % (index, data)
+            self._ring.append((index, message))
+            self._publish(message)
+
+    def on_restored(self, index: int) -> None:
+        self._ring.clear()
+        self._publish(b"id: %d\nevent: reset\ndata: {}\n\n" % index)
+
+    def _publish(self, message: bytes) -> None:
+        for sub in self._subscribers:
+            if sub.dropped:
+                continue
+            try:
+                sub.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                sub.dropped = True
+                self.dropped_total += 1
+
+    def _stats_message(self) -> bytes:
+        with self._replica.reading() as store:
+            stats = store.stats()
+        return b"event: stats\ndata: %s\n\n" % orjson.dumps(stats)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        sub = _Subscriber(self._queue_size)
+        self._subscribers.add(sub)
+        try:
+            await response.write(b"retry: 1000\n\n" + self._stats_message())
+            last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+            if last:
+                await self._replay(response, last)
+            while not sub.dropped:
+                try:
+                    message = await asyncio.wait_for(sub.queue.get(), self._stats_every)
+                except asyncio.TimeoutError:
+                    message = self._stats_message()
+                await response.write(message)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._subscribers.discard(sub)
+        return response
+
+    async def _replay(self, response: web.StreamResponse, last: str) -> None:
+        try:
+            after = int(last)
+        except ValueError:
+            return
+        ring = self._ring
+        if ring and ring[0][0] > after + 1 and after < self._replica.applied_index:
+            await response.write(b"event: reset\ndata: {}\n\n")
+            return
+        for index, message in list(ring):
+            if index > after:
+                await response.write(message)
+
+    def close_all(self) -> None:
+        for sub in self._subscribers:
+            sub.dropped = True
+            try:
+                sub.queue.put_nowait(b": closing\n\n")
+            except asyncio.QueueFull:
+                pass

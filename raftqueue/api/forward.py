@@ -1,0 +1,62 @@
+"""Proxying requests from a follower to the leader over pooled keep-alive connections.
+
+The body is passed on as the bytes the client sent (no JSON re-encoding), the leader's answer is returned as
+it came. Whether a failed forward may be retried depends on how it failed: if no connection could be made,
+nothing reached the leader; if the connection broke after the request was sent, the write may have been
+applied, so the client gets 504 commit_timeout and retries with its idempotency key.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from raftqueue.replica import Member
+
+FORWARDED_HEADER = "X-Raftqueue-Forwarded-By"
+# Client headers passed to the leader. Identity headers of our own are never taken from outside (security issue).
+_PASS_REQUEST = ("Content-Type", "Authorization", "X-Request-Id", "Last-Event-ID", "Accept")
+_PASS_RESPONSE = ("Content-Type", "X-Raft-Index", "X-Raft-Leader", "Retry-After")
+
+
+class ForwardNotSent(Exception):
+    """The leader could not be reached at all: the request was not delivered; retrying is safe."""
+
+
+class ForwardBroken(Exception):
+    """The connection failed after the request may have been delivered: outcome unknown."""
+
+
+class Forwarder:
+    def __init__(self, node_id: str, timeout_s: float, extra_headers=None) -> None:
+        self._node_id = node_id
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
+        self._session: aiohttp.ClientSession | None = None
+        self._extra_headers = extra_headers  # callable(request) -> dict, e.g. authenticated identity (later)
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=30, ttl_dns_cache=5)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                              auto_decompress=False, skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def forward(self, request: web.Request, body: bytes, leader: Member) -> web.Response:
+        assert self._session is not None
+        url = leader.http_addr.rstrip("/") + request.rel_url.path_qs
+        headers = {name: request.headers[name] for name in _PASS_REQUEST if name in request.headers}
+        headers[FORWARDED_HEADER] = self._node_id
+        if self._extra_headers is not None:
+            headers.update(self._extra_headers(request))
+        try:
+            async with self._session.request(request.method, url, data=body or None, headers=headers) as resp:
+                data = await resp.read()
+                out = {name: resp.headers[name] for name in _PASS_RESPONSE if name in resp.headers}
+                return web.Response(status=resp.status, body=data, headers=out)
+        except aiohttp.ClientConnectorError as exc:
+            raise ForwardNotSent(str(exc)) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise ForwardBroken(f"{type(exc).__name__}: {exc}") from None

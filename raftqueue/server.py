@@ -1,0 +1,91 @@
+"""One node process: config -> replica -> HTTP app; clean shutdown on SIGTERM/SIGINT.
+
+Shutdown order: stop accepting connections, release long-polls and event streams, let in-flight requests
+(and so their proposals) finish, then stop the Raft node (which fails whatever is still queued).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from raftqueue.api.app import create_app
+from raftqueue.api.context import Settings
+from raftqueue.api.validation import Defaults, Limits
+from raftqueue.clock import Clock
+from raftqueue.config import ConfigError, NodeConfig
+from raftqueue.replica import InsecureRaftRefused, Replica, ReplicaConfig
+
+log = logging.getLogger("raftqueue.server")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def replica_config(config: NodeConfig) -> ReplicaConfig:
+    return ReplicaConfig(node_id=config.node_id, members=config.members, data_dir=config.data_dir,
+                         secret=config.cluster_secret, insecure_raft=config.insecure_raft,
+                         raft_bind=config.raft_bind, fsync=config.fsync, retention_ms=config.retention_ms)
+
+
+def api_settings(config: NodeConfig) -> Settings:
+    limits = Limits(max_payload_bytes=config.max_payload_bytes)
+    return Settings(node_id=config.node_id, limits=limits, defaults=Defaults(lease_ms=config.lease_ms),
+                    max_body_bytes=config.max_body_bytes, propose_timeout_s=config.propose_timeout_ms / 1000)
+
+
+def validate(config: NodeConfig) -> None:
+    if not 100 <= config.lease_ms <= 12 * 3_600_000:
+        raise ConfigError("--lease must be between 100ms and 12h")
+    if config.retention_ms < 60_000:
+        raise ConfigError("--retention must be at least 1m")
+    if config.max_payload_bytes > config.max_body_bytes:
+        raise ConfigError("--max-payload cannot exceed --max-body")
+
+
+async def run(config: NodeConfig) -> int:
+    validate(config)
+    if not config.fsync:
+        log.warning("fsync is OFF (--no-fsync): acknowledged writes can be lost on power loss or an OS crash")
+    clock = Clock(config.clock_offset_ms)
+    replica = Replica(replica_config(config), clock=clock)
+    await replica.start()
+    app = create_app(api_settings(config), replica)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.http_host, config.http_port, backlog=1024, reuse_address=True,
+                       shutdown_timeout=10.0)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot serve HTTP on %s:%s: %s", config.http_host, config.http_port, exc)
+        await runner.cleanup()
+        await replica.close()
+        return 1
+    log.info("node %s serving HTTP on %s:%s, Raft on %s (%d members)", config.node_id, config.http_host,
+             config.http_port, config.raft_addr, len(config.members))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: no new requests, finishing in-flight ones")
+    await runner.cleanup()
+    await replica.close()
+    log.info("stopped")
+    return 0
+
+
+def serve(config: NodeConfig) -> int:
+    setup_logging(config.log_level)
+    try:
+        return asyncio.run(run(config))
+    except (ConfigError, InsecureRaftRefused) as exc:
+        log.error("%s", exc)
+        return 2

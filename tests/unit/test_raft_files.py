@@ -1,0 +1,143 @@
+"""The durable journal, snapshot files and the Raft frame parser, without processes."""
+from __future__ import annotations
+
+import os
+import pickle
+import zlib
+
+import pytest
+
+from raftqueue.raft.journal import NO_OP_COMMAND, CorruptLog, DurableJournal
+from raftqueue.raft.snapshot_file import CorruptSnapshot, SnapshotHeader, read_snapshot, write_snapshot
+from raftqueue.raft.transport import bounded_decompress, safe_loads
+
+
+def _fill(journal: DurableJournal, start: int, count: int, term: int = 1) -> None:
+    for i in range(start, start + count):
+        journal.add(f"cmd{i}".encode(), i, term)
+    journal.sync()
+
+
+def test_fresh_journal_starts_with_the_libraries_noop(tmp_path):
+    journal = DurableJournal(tmp_path)
+    assert journal[0] == (NO_OP_COMMAND, 1, 0) and len(journal) == 1
+
+
+def test_entries_term_and_vote_survive_reopen(tmp_path):
+    journal = DurableJournal(tmp_path)
+    _fill(journal, 2, 50)
+    journal.setCurrentTerm(7, "127.0.0.1:1")
+    journal.setRaftCommitIndex(40)
+    journal.close()
+    again = DurableJournal(tmp_path)
+    assert [e[1] for e in again] == list(range(1, 52))
+    assert again[-1] == (b"cmd51", 51, 1)
+    assert again.getCurrentTerm() == 7 and again.getVotedForNodeId() == "127.0.0.1:1"
+    assert again.getRaftCommitIndex() == 40
+
+
+def test_torn_tail_is_cut_and_the_rest_kept(tmp_path):
+    journal = DurableJournal(tmp_path)
+    _fill(journal, 2, 10)
+    journal.close()
+    segment = sorted(tmp_path.glob("log-*.seg"))[-1]
+    data = segment.read_bytes()
+    segment.write_bytes(data[:-5])  # a crash in the middle of the last record
+    again = DurableJournal(tmp_path)
+    assert again[-1][1] == 10
+    _fill(again, 11, 1)
+    again.close()
+    assert DurableJournal(tmp_path)[-1] == (b"cmd11", 11, 1)
+
+
+def test_damage_before_the_tail_refuses_to_start(tmp_path):
+    journal = DurableJournal(tmp_path, segment_bytes=200)
+    _fill(journal, 2, 30)
+    journal.close()
+    first = sorted(tmp_path.glob("log-*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[30] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(CorruptLog):
+        DurableJournal(tmp_path)
+
+
+def test_conflicting_tail_truncation_is_durable(tmp_path):
+    journal = DurableJournal(tmp_path, segment_bytes=300)
+    _fill(journal, 2, 40)
+    journal.deleteEntriesFrom(20)  # list position 20 = index 21
+    journal.add(b"new", 21, 2)
+    journal.sync()
+    journal.close()
+    again = DurableJournal(tmp_path)
+    assert again[-1] == (b"new", 21, 2) and len(again) == 21
+
+
+def test_trim_after_snapshot_deletes_only_whole_old_segments(tmp_path):
+    journal = DurableJournal(tmp_path, segment_bytes=300)
+    _fill(journal, 2, 60)
+    segments_before = journal.segment_files()
+    journal.deleteEntriesTo(40)  # keep from index 41
+    assert len(journal.segment_files()) < len(segments_before)
+    assert journal[0][1] == 41
+    journal.close()
+    base = [(b"cmd39", 39, 1), (b"cmd40", 40, 1)]  # what a snapshot at 40 would provide
+    again = DurableJournal(tmp_path, base=base)
+    assert [e[1] for e in again] == list(range(39, 62))
+
+
+def test_log_with_a_gap_after_the_snapshot_is_refused(tmp_path):
+    journal = DurableJournal(tmp_path, segment_bytes=150)
+    _fill(journal, 2, 40)
+    journal.deleteEntriesTo(35)
+    journal.close()
+    with pytest.raises(CorruptLog):
+        DurableJournal(tmp_path, base=[(b"x", 9, 1), (b"y", 10, 1)])
+
+
+def test_reset_replaces_everything(tmp_path):
+    journal = DurableJournal(tmp_path)
+    _fill(journal, 2, 20)
+    journal.reset([(b"a", 100, 3), (b"b", 101, 3)])
+    journal.close()
+    assert [e[1] for e in DurableJournal(tmp_path)] == [100, 101]
+
+
+def test_snapshot_round_trip_and_damage_detection(tmp_path):
+    header = SnapshotHeader(index=500, term=4, prev=(b"p", 499, 4), last=(b"\x00\xffl", 500, 4),
+                            members=["a:1", "b:2"])
+    path = tmp_path / "snap.bin"
+    write_snapshot(path, header, b"store-bytes" * 100)
+    got, body = read_snapshot(path)
+    assert got == header and body == b"store-bytes" * 100
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptSnapshot):
+        read_snapshot(path)
+    path.write_bytes(bytes(data[:40]))
+    with pytest.raises(CorruptSnapshot):
+        read_snapshot(path)
+    assert read_snapshot(tmp_path / "missing.bin") is None
+
+
+def test_raft_frames_unpickle_without_globals():
+    message = {"type": "append_entries", "term": 3, "entries": [(b"\x00cmd", 5, 3), (b"", 6, 3)],
+               "serialized": (b"chunk", True, False), "commit_index": 4, "prevLogIdx": 4, "prevLogTerm": 3}
+    assert safe_loads(pickle.dumps(message, 2)) == message
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    for proto in (2, 4, 5):
+        with pytest.raises(pickle.UnpicklingError):
+            safe_loads(pickle.dumps(Exploit(), proto))
+    with pytest.raises(pickle.UnpicklingError):
+        safe_loads(pickle.dumps({1, 2}, 2))  # sets need builtins.set: not allowed either
+
+
+def test_decompression_is_bounded():
+    bomb = zlib.compress(b"\0" * (10 * 1024 * 1024))
+    with pytest.raises(ValueError):
+        bounded_decompress(bomb, limit=1024 * 1024)
+    assert bounded_decompress(zlib.compress(b"ok")) == b"ok"
