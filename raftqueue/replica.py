@@ -242,14 +242,13 @@ class Replica:
     def status(self, with_digest: bool = True) -> dict:
         node = self._require_node()
         leader = self.leader
+        raft_view = {entry["raft_addr"]: entry for entry in node.members()}
         members = []
-        for entry in node.members():
-            member = self._by_raft_addr.get(entry["raft_addr"])
-            role = node.role if entry["self"] else ("leader" if leader and member and member.id == leader.id
-                                                    else "follower")
-            members.append({"id": member.id if member else entry["raft_addr"], "raft_addr": entry["raft_addr"],
-                            "http_addr": member.http_addr if member else None, "role": role,
-                            "connected": entry["connected"], "match_index": entry["match_index"]})
+        for member in self.config.members:
+            entry = raft_view.get(member.raft_addr, {"self": False, "connected": False, "match_index": None})
+            role = node.role if entry["self"] else ("leader" if leader and member.id == leader.id else "follower")
+            members.append({"id": member.id, "raft_addr": member.raft_addr, "http_addr": member.http_addr,
+                            "role": role, "connected": entry["connected"], "match_index": entry["match_index"]})
         out = {
             "node_id": self.config.node_id,
             "pid": os.getpid(),
