@@ -264,8 +264,9 @@ class Replica:
         }
         if with_digest:
             with self.state.lock:
-                out["applied_index"] = max(node.applied_index, self.state.state_index)
-                out["state_digest"] = self.state.store.digest()
+                state_index, digest = self.state.digest()
+                out["applied_index"] = max(node.applied_index, state_index)
+                out["state_digest"] = digest
         return out
 
     def force_compaction(self) -> None:

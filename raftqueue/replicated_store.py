@@ -11,6 +11,7 @@ from typing import Callable
 
 import orjson
 
+from raftqueue import gctune
 from raftqueue.clock import Clock
 from raftqueue.stamping import COMMAND_VERSION
 log = logging.getLogger("raftqueue.state")
@@ -37,6 +38,7 @@ class ReplicatedStore:
         self.on_restored: RestoredHook | None = None
         self._last_expire_ms = 0
         self._last_purge_ms = 0
+        self._digest: tuple[int, str] | None = None
 
     def apply_entry(self, blob: bytes, index: int) -> list:
         try:
@@ -62,10 +64,15 @@ class ReplicatedStore:
         return results
 
     def snapshot_body(self) -> bytes:
+        """Called in the forked snapshot child: no collector there (it would also copy every page it touches)."""
+        import gc
+        gc.disable()
         return self.store.snapshot()
 
     def restore_body(self, body: bytes, index: int) -> None:
-        store = self.store_cls.restore(body)
+        with gctune.paused():
+            store = self.store_cls.restore(body)
+        gctune.freeze()
         with self.lock:
             self.store = store
             self.state_index = index
@@ -90,5 +97,9 @@ class ReplicatedStore:
         return commands
 
     def digest(self) -> tuple[int, str]:
+        """(state index, digest), cached per index: hashing a million jobs takes about a second."""
         with self.lock:
-            return self.state_index, self.store.digest()
+            if self._digest is None or self._digest[0] != self.state_index:
+                with gctune.paused():
+                    self._digest = (self.state_index, self.store.digest())
+            return self._digest

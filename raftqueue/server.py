@@ -14,6 +14,7 @@ from aiohttp import web
 
 from raftqueue.api.app import create_app
 from raftqueue.api.context import Settings
+from raftqueue import gctune
 from raftqueue.api.validation import Defaults, Limits
 from raftqueue.clock import Clock
 from raftqueue.config import ConfigError, NodeConfig
@@ -53,9 +54,12 @@ async def run(config: NodeConfig) -> int:
     validate(config)
     if not config.fsync:
         log.warning("fsync is OFF (--no-fsync): acknowledged writes can be lost on power loss or an OS crash")
+    gctune.configure()
     clock = Clock(config.clock_offset_ms)
     replica = Replica(replica_config(config), clock=clock)
     await replica.start()
+    gctune.freeze()
+    freezer = asyncio.get_running_loop().create_task(_freeze_periodically())
     app = create_app(api_settings(config), replica)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -76,10 +80,17 @@ async def run(config: NodeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: no new requests, finishing in-flight ones")
+    freezer.cancel()
     await runner.cleanup()
     await replica.close()
     log.info("stopped")
     return 0
+
+
+async def _freeze_periodically() -> None:
+    while True:
+        await asyncio.sleep(gctune.FREEZE_EVERY_S)
+        gctune.freeze()
 
 
 def serve(config: NodeConfig) -> int:

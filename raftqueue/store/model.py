@@ -1,48 +1,75 @@
-"""The job record and its states. A `Job` is a `__slots__` object: memory per job is what limits scale."""
+"""The job record and its states.
+
+Memory per job limits how many jobs a node holds, so a `Job` keeps only the fields every job uses as
+`__slots__`; fields most jobs never set (result, checkpoint, tags, dependencies, ...) live in one optional
+dict `x`, created when the first of them is set. Code reads and writes them as ordinary attributes.
+"""
 from __future__ import annotations
 
 SCHEDULED, READY, RUNNING, RETRY = "SCHEDULED", "READY", "RUNNING", "RETRY"
 ACKED, DEAD, CANCELLED = "ACKED", "DEAD", "CANCELLED"
 STATES = (SCHEDULED, READY, RUNNING, RETRY, ACKED, DEAD, CANCELLED)
+STATE_CODE = {state: i for i, state in enumerate(STATES)}
 TERMINAL = frozenset((ACKED, DEAD, CANCELLED))
-WAITING = frozenset((SCHEDULED, RETRY))
 
 NO_TAGS: dict = {}          # shared by every job without tags: never mutated
 NO_DEPS: tuple = ()
 DEFAULT_BACKOFF = (1000, 300_000)
 
-# Field order of a job in snapshots (and so in the digest). Append only; bump the snapshot version otherwise.
-FIELDS = ("id", "queue", "state", "priority", "run_at", "created_at", "updated_at", "attempts", "max_retries",
-          "lease_ms", "lease_until", "lease_token", "worker_id", "payload", "result", "result_error", "last_error",
-          "progress", "checkpoint", "tags", "depends_on", "idempotency_key", "backoff")
+CORE = ("id", "queue", "state", "priority", "run_at", "created_at", "updated_at", "attempts", "max_retries",
+        "lease_until", "lease_token", "payload")
+EXTRA_DEFAULTS = {"lease_ms": None, "worker_id": None, "result": None, "result_error": None, "last_error": None,
+                  "progress": None, "checkpoint": None, "tags": NO_TAGS, "depends_on": NO_DEPS,
+                  "idempotency_key": None, "backoff": DEFAULT_BACKOFF}
+
+
+class _Extra:
+    """An attribute kept in the job's optional `x` dict; reading an unset one gives its default."""
+
+    __slots__ = ("name", "default")
+
+    def __init__(self, name: str, default) -> None:
+        self.name = name
+        self.default = default
+
+    def __get__(self, job, owner=None):
+        if job is None:
+            return self
+        x = job.x
+        return self.default if x is None else x.get(self.name, self.default)
+
+    def __set__(self, job, value) -> None:
+        x = job.x
+        if value is None or value == self.default:
+            if x is not None and self.name in x:
+                del x[self.name]
+                if not x:
+                    job.x = None
+        elif x is None:
+            job.x = {self.name: value}
+        else:
+            x[self.name] = value
 
 
 class Job:
-    __slots__ = FIELDS + ("ver", "waiting")
+    __slots__ = CORE + ("x", "ver", "waiting")
 
     def __init__(self) -> None:
+        self.x = None       # the rarely-set fields (see EXTRA_DEFAULTS), or None
         self.ver = 0        # bumped whenever the job leaves an index: stale heap entries are recognised by it
         self.waiting = 0    # depends_on entries not yet ACKED (derived; rebuilt on restore)
-
-    def row(self) -> list:
-        return [getattr(self, name) for name in FIELDS]
-
-    @classmethod
-    def from_row(cls, row: list) -> "Job":
-        job = cls()
-        for name, value in zip(FIELDS, row):
-            setattr(job, name, value)
-        job.tags = job.tags or NO_TAGS
-        job.depends_on = tuple(job.depends_on) if job.depends_on else NO_DEPS
-        job.backoff = tuple(job.backoff) if job.backoff else DEFAULT_BACKOFF
-        return job
 
     def view(self) -> dict:
         """The read view (GET /jobs/{id}): every field, times as int ms, JSON fields as JSON text."""
         return {"job_id": self.id, "queue": self.queue, "state": self.state, "priority": self.priority,
-                "attempts": self.attempts, "max_retries": self.max_retries, "payload": self.payload,
-                "created_at": self.created_at, "updated_at": self.updated_at, "run_at": self.run_at,
-                "lease_until": self.lease_until, "lease_token": self.lease_token, "worker_id": self.worker_id,
-                "result": self.result, "result_error": self.result_error, "last_error": self.last_error,
-                "progress": self.progress, "checkpoint": self.checkpoint, "tags": dict(self.tags),
-                "depends_on": list(self.depends_on), "idempotency_key": self.idempotency_key}
+                "attempts": self.attempts, "max_retries": self.max_retries, "lease_ms": self.lease_ms,
+                "payload": self.payload, "created_at": self.created_at, "updated_at": self.updated_at,
+                "run_at": self.run_at, "lease_until": self.lease_until, "lease_token": self.lease_token,
+                "worker_id": self.worker_id, "result": self.result, "result_error": self.result_error,
+                "last_error": self.last_error, "progress": self.progress, "checkpoint": self.checkpoint,
+                "tags": dict(self.tags), "depends_on": list(self.depends_on),
+                "idempotency_key": self.idempotency_key}
+
+
+for _name, _default in EXTRA_DEFAULTS.items():
+    setattr(Job, _name, _Extra(_name, _default))

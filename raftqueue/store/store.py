@@ -13,14 +13,13 @@ from typing import Callable
 import orjson
 
 from raftqueue.store import commands as c
+from raftqueue.store import snapshot as snapshot_codec
 from raftqueue.store.backoff import retry_delay_ms
 from raftqueue.store.commands import Invalid, error
 from raftqueue.store.indexes import ListingIndex, ReadyIndex, TimeIndex
-from raftqueue.store.model import (ACKED, CANCELLED, DEAD, DEFAULT_BACKOFF, FIELDS, NO_DEPS, NO_TAGS, READY, RETRY,
-                                   RUNNING, SCHEDULED, STATES, TERMINAL, Job)
+from raftqueue.store.model import (ACKED, CANCELLED, DEAD, DEFAULT_BACKOFF, READY, RETRY, RUNNING, SCHEDULED, STATES,
+                                   TERMINAL, Job)
 
-SNAPSHOT_FORMAT = "raftqueue-store"
-SNAPSHOT_VERSION = 1
 COUNTERS = ("total_submits", "total_acks", "total_retries", "total_dead")
 
 
@@ -194,16 +193,19 @@ class JobStore:
         job.updated_at = self.clock
         job.attempts = 0
         job.max_retries = fields["max_retries"]
-        job.lease_ms = fields["lease_ms"]
         job.lease_until = None
         job.lease_token = None
-        job.worker_id = None
         job.payload = fields["payload"]
-        job.result = job.result_error = job.last_error = job.progress = job.checkpoint = None
-        job.tags = fields["tags"] or NO_TAGS
-        job.depends_on = tuple(fields["depends_on"]) or NO_DEPS
-        job.idempotency_key = fields["idempotency_key"]
-        job.backoff = fields["backoff"]
+        if fields["lease_ms"] is not None:
+            job.lease_ms = fields["lease_ms"]
+        if fields["tags"]:
+            job.tags = fields["tags"]
+        if fields["depends_on"]:
+            job.depends_on = tuple(fields["depends_on"])
+        if fields["idempotency_key"] is not None:
+            job.idempotency_key = fields["idempotency_key"]
+        if fields["backoff"] != DEFAULT_BACKOFF:
+            job.backoff = fields["backoff"]
         for dep in job.depends_on:
             if self.jobs[dep].state != ACKED:
                 job.waiting += 1
@@ -580,58 +582,15 @@ class JobStore:
 
     # ===== snapshots ===========================================================================================
     def snapshot(self) -> bytes:
-        """Canonical bytes of the semantic state: equal states give equal bytes."""
-        return orjson.dumps({
-            "format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "clock": self.clock,
-            "counters": self.counters, "paused": sorted(self.paused), "fields": FIELDS,
-            "jobs": [self.jobs[job_id].row() for job_id in sorted(self.jobs)],
-        }, option=orjson.OPT_SORT_KEYS)
+        """Canonical bytes of the semantic state (see snapshot.py): equal states give equal bytes."""
+        return snapshot_codec.encode(self)
 
     def digest(self) -> str:
         return hashlib.sha256(self.snapshot()).hexdigest()
 
     @classmethod
     def restore(cls, data: bytes) -> "JobStore":
-        raw = orjson.loads(data)
-        if raw.get("format") != SNAPSHOT_FORMAT or raw.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported snapshot {raw.get('format')!r} version {raw.get('version')!r}")
-        if tuple(raw["fields"]) != FIELDS:
-            raise ValueError("snapshot job fields differ from this version's")
-        store = cls()
-        store.clock = raw["clock"]
-        store.counters.update(raw["counters"])
-        store.paused = set(raw["paused"])
-        jobs = [Job.from_row(row) for row in raw["jobs"]]
-        for job in jobs:
-            store.jobs[job.id] = job
-            if job.idempotency_key is not None:
-                store.idempotency[job.idempotency_key] = job.id
-        for job in jobs:  # dependencies: a missing dependency was ACKED and purged
-            if job.state == SCHEDULED:
-                for dep in job.depends_on:
-                    other = store.jobs.get(dep)
-                    if other is not None and other.state != ACKED:
-                        job.waiting += 1
-                        store.dependents.setdefault(dep, []).append(job.id)
-        terminal = []
-        for job in jobs:
-            state = job.state
-            store._count(job, 1)
-            store.listing.add(job)
-            if state == READY:
-                store.ready.push(job)
-            elif state == RUNNING:
-                store.expiry.push(job.lease_until, job)
-            elif state == RETRY or (state == SCHEDULED and job.waiting == 0):
-                store.promotion.push(job.run_at, job)
-            elif state in TERMINAL:
-                terminal.append(job)
-        terminal.sort(key=lambda j: (j.updated_at, j.id))
-        for job in terminal:
-            store.finished.append((job.updated_at, job.id, job.ver))
-            if job.state == DEAD:
-                store.dead_by_queue.setdefault(job.queue, {})[job.id] = None
-        return store
+        return snapshot_codec.decode(data, cls())
 
 
 class _NullSink(list):
