@@ -28,7 +28,9 @@ class HarnessCluster:
         self.nodes: list[NodeProcess] = []
         for i in range(size):
             args = ["--id", self.ids[i], "--data", str(root / self.ids[i]), "--control-port",
-                    str(self.control_ports[i]), "--store", store]
+                    str(self.control_ports[i])]
+            if store == "kv":
+                args += ["--store", "tests.support.kvstore:KVStore"]
             for m in members:
                 args += ["--member", m]
             if secret:

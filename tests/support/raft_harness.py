@@ -1,36 +1,16 @@
-"""A process running one real Replica plus a tiny control API, for the Raft-level integration tests.
+"""raftqueue.bench.replica_node plus test-only fault injection, for the Raft-level integration tests.
 
-    python -m tests.support.raft_harness --id n1 --data DIR --control-port P \
-        --member n1=127.0.0.1:R1=http://127.0.0.1:P1 ... [--store kv|jobs] [--raft key=value ...]
+    python -m tests.support.raft_harness <replica_node flags> [--inject dup_append=0.3] [--disable D2] ...
 
-Control API: POST /propose {"commands": [...], "timeout": s} -> {"index", "results"} or {"error": code};
-GET /status -> replica.status(); GET /get?key=K -> KV value; POST /compact.
+Adds POST /isolate {"peers": [ids], "seconds": s} to the node's control port.
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-import signal
 import sys
-from pathlib import Path
 
 import orjson
-from aiohttp import web
 
-from raftqueue.replica import Member, ProposalError, Replica, ReplicaConfig
-
-
-def parse_member(text: str) -> Member:
-    node_id, raft_addr, http_addr = text.split("=", 2)
-    return Member(node_id, raft_addr, http_addr)
-
-
-def parse_value(text: str):
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
+from raftqueue.bench import replica_node
 
 
 ISOLATED: dict[str, float] = {}  # raft address -> monotonic time until which traffic with it is dropped
@@ -114,86 +94,32 @@ def install_faults(inject: list[str], disable: list[str], seed: int) -> None:
         RaftNode._maybe_prevote = lambda self: None
 
 
-async def main(args: argparse.Namespace) -> None:
-    install_faults(args.inject, args.disable, args.seed)
-    install_isolation()
-    store_cls = None
-    if args.store == "kv":
-        from tests.support.kvstore import KVStore
-        store_cls = KVStore
-    raft = dict(item.split("=", 1) for item in args.raft)
-    config = ReplicaConfig(node_id=args.id, members=[parse_member(m) for m in args.member],
-                           data_dir=Path(args.data), secret=args.secret, insecure_raft=args.secret is None,
-                           fsync=not args.no_fsync, raft={k: parse_value(v) for k, v in raft.items()})
-    replica = Replica(config, store_cls=store_cls)
-    await replica.start()
+def _isolate_route(app, config, replica) -> None:
+    import time
 
-    async def propose(request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        try:
-            index, results = await replica.propose(body["commands"], timeout=body.get("timeout", 5.0))
-        except ProposalError as exc:
-            return web.Response(body=orjson.dumps({"error": exc.code, "message": str(exc)}),
-                                content_type="application/json", status=503)
-        return web.Response(body=orjson.dumps({"index": index, "results": results}), content_type="application/json")
-
-    async def status(request: web.Request) -> web.Response:
-        digest = request.query.get("digest", "1") == "1"
-        return web.Response(body=orjson.dumps(replica.status(with_digest=digest)), content_type="application/json")
-
-    async def get(request: web.Request) -> web.Response:
-        with replica.reading() as store:
-            value = store.data.get(request.query["key"])
-        return web.Response(body=orjson.dumps({"value": value}), content_type="application/json")
-
-    async def keys(request: web.Request) -> web.Response:
-        with replica.reading() as store:
-            data = dict(store.data)
-        return web.Response(body=orjson.dumps(data), content_type="application/json")
+    from aiohttp import web
 
     async def isolate(request: web.Request) -> web.Response:
-        import time
         body = orjson.loads(await request.read())
         addrs = {m.id: m.raft_addr for m in config.members}
         for peer in body["peers"]:
             ISOLATED[addrs[peer]] = time.monotonic() + float(body["seconds"])
         return web.Response(text="ok")
-
-    async def compact(request: web.Request) -> web.Response:
-        replica.force_compaction()
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.add_routes([web.post("/propose", propose), web.get("/status", status), web.get("/get", get),
-                    web.get("/keys", keys), web.post("/compact", compact),
-                    web.post("/isolate", isolate)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.control_port)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    print("harness ready", flush=True)
-    await stop.wait()
-    await runner.cleanup()
-    await replica.close()
+    app.add_routes([web.post("/isolate", isolate)])
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--control-port", type=int, required=True)
-    parser.add_argument("--member", action="append", default=[])
-    parser.add_argument("--store", choices=["kv", "jobs"], default="kv")
-    parser.add_argument("--secret", default=None)
-    parser.add_argument("--no-fsync", action="store_true")
-    parser.add_argument("--raft", action="append", default=[])
+    import asyncio
+    import logging
+
+    parser = replica_node.build_parser()
     parser.add_argument("--inject", action="append", default=[])
     parser.add_argument("--disable", action="append", default=[])
     parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    install_faults(args.inject, args.disable, args.seed)
+    install_isolation()
+    replica_node.EXTRA_ROUTES.append(_isolate_route)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(replica_node.main(args))
