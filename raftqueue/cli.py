@@ -92,6 +92,11 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return drill.main(args)
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from raftqueue.chaos import driver
+    return driver.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from raftqueue.config import add_serve_arguments
 
@@ -123,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   description=drill.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     drill.add_arguments(drill_parser)
     drill_parser.set_defaults(func=cmd_drill)
+
+    from raftqueue.chaos import driver
+    chaos_parser = sub.add_parser("chaos", help="faults + clients + a history checker: result OK or FAIL",
+                                  description=driver.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    driver.add_arguments(chaos_parser)
+    chaos_parser.set_defaults(func=cmd_chaos)
     return parser
 
 

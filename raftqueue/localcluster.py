@@ -126,20 +126,23 @@ class LocalCluster:
     def __init__(self, data_dir: str | os.PathLike[str], nodes: int = 3, base_port: int = 8081,
                  http_ports: list[int] | None = None, raft_ports: list[int] | None = None,
                  extra_args: list[str] | None = None, node_args: dict[int, list[str]] | None = None,
-                 env: dict[str, str] | None = None, python: str = sys.executable) -> None:
+                 env: dict[str, str] | None = None, python: str = sys.executable,
+                 hosts: list[str] | None = None, wrappers: list[list[str]] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.size = nodes
         self.http_ports = http_ports or [base_port + i for i in range(nodes)]
         self.raft_ports = raft_ports or [base_port + 1000 + i for i in range(nodes)]
         self.ids = [f"n{i + 1}" for i in range(nodes)]
+        self.hosts = hosts or ["127.0.0.1"] * nodes
         self.secret_path = self.data_dir / "cluster.secret"
         secret = load_or_create_secret(self.secret_path)
-        peers = [f"{self.ids[i]}=127.0.0.1:{self.raft_ports[i]}=http://127.0.0.1:{self.http_ports[i]}"
+        peers = [f"{self.ids[i]}={self.hosts[i]}:{self.raft_ports[i]}=http://{self.hosts[i]}:{self.http_ports[i]}"
                  for i in range(nodes)]
         self.nodes: list[NodeProcess] = []
         for i in range(nodes):
-            argv = [python, "-m", "raftqueue", "serve", "--node-id", self.ids[i],
-                    "--http-addr", f"127.0.0.1:{self.http_ports[i]}", "--data-dir", str(self.data_dir / self.ids[i])]
+            argv = [*(wrappers[i] if wrappers else []), python, "-m", "raftqueue", "serve", "--node-id", self.ids[i],
+                    "--http-addr", f"{self.hosts[i]}:{self.http_ports[i]}",
+                    "--data-dir", str(self.data_dir / self.ids[i])]
             for peer in peers:
                 argv += ["--peer", peer]
             argv += list(extra_args or []) + list((node_args or {}).get(i, []))
@@ -148,7 +151,7 @@ class LocalCluster:
 
     @property
     def urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{port}" for port in self.http_ports]
+        return [f"http://{host}:{port}" for host, port in zip(self.hosts, self.http_ports)]
 
     def start_all(self) -> None:
         for node in self.nodes:

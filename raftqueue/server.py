@@ -60,7 +60,9 @@ async def run(config: NodeConfig) -> int:
     await replica.start()
     gctune.freeze()
     freezer = asyncio.get_running_loop().create_task(_freeze_periodically())
-    app = create_app(api_settings(config), replica)
+    if config.debug_routes:
+        log.warning("--debug-routes: fault-injection routes (/debug/clock, /debug/partition) are ENABLED")
+    app = create_app(api_settings(config), replica, debug_routes=config.debug_routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http_host, config.http_port, backlog=1024, reuse_address=True,

@@ -52,7 +52,8 @@ async def error_middleware(request: web.Request, handler):
         return error_response(500, "internal", "internal error; the node log has the details")
 
 
-def create_app(settings: Settings, replica: Replica, middlewares: list | None = None) -> web.Application:
+def create_app(settings: Settings, replica: Replica, middlewares: list | None = None,
+               debug_routes: bool = False) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes + 4096,
                           middlewares=[error_middleware, *(middlewares or [])])
     ctx = Context(settings, replica)
@@ -63,6 +64,10 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
     ctx.extras["events"] = hub
     app.add_routes(jobs.routes)
     app.add_routes(system.routes)
+    if debug_routes:
+        from raftqueue.api import debug
+        app.add_routes(debug.routes)
+        ctx.extras.setdefault("cluster_flags", {})["debug_routes"] = True
 
     async def on_startup(app: web.Application) -> None:
         await ctx.forwarder.start()

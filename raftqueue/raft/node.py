@@ -161,6 +161,9 @@ class RaftNode(SyncObj):
         self._force_compaction = False
         self._transmission = b""
         self.on_role_change: Callable[[str], None] | None = None
+        # Chaos testing only (set through the node's debug routes): Raft peers whose traffic is dropped both
+        # ways, as a network partition would. Empty in normal operation.
+        self.blocked_peers: frozenset[str] = frozenset()
 
         # Load the newest valid snapshot, restore the state from it, and open the log after it.
         snapshot = self._load_newest_snapshot()
@@ -337,7 +340,7 @@ class RaftNode(SyncObj):
 
     # ----- messages -----------------------------------------------------------------------------------------
     def _SyncObj__onMessageReceived(self, node, message) -> None:  # noqa: N802 (overrides the library's)
-        if not isinstance(message, dict):
+        if not isinstance(message, dict) or (self.blocked_peers and node.address in self.blocked_peers):
             return
         kind = message.get("type")
         try:

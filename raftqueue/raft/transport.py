@@ -132,6 +132,12 @@ class HardenedTransport(TCPTransport):
         if conn is not None and type(conn) is TcpConnection:
             conn.__class__ = SafeTcpConnection
 
+    def send(self, node, message) -> bool:
+        blocked = getattr(self._syncObj, "blocked_peers", None)
+        if blocked and getattr(node, "address", None) in blocked:
+            return False  # chaos testing: a simulated partition (see RaftNode.blocked_peers)
+        return super().send(node, message)
+
     def _onNewIncomingConnection(self, conn) -> None:  # noqa: N802
         if type(conn) is TcpConnection:
             conn.__class__ = SafeTcpConnection
