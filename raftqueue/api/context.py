@@ -34,7 +34,7 @@ class Settings:
     propose_timeout_s: float = 5.0
     leader_wait_s: float = 3.0
     read_wait_s: float = 5.0
-    forward_timeout_s: float = 40.0
+    forward_timeout_s: float = 10.0
 
 
 class Context:
@@ -43,7 +43,7 @@ class Context:
         self.replica = replica
         self.limits = settings.limits
         self.defaults = settings.defaults
-        self.forwarder = Forwarder(settings.node_id, settings.forward_timeout_s)
+        self.forwarder = Forwarder(settings.node_id, settings.forward_timeout_s, lambda: replica.leader)
         self.extras: dict = {}  # seams for later pieces (auth, metrics, long-poll, events)
 
     # ----- bodies --------------------------------------------------------------------------------------------

@@ -29,9 +29,16 @@ class ForwardBroken(Exception):
 
 
 class Forwarder:
-    def __init__(self, node_id: str, timeout_s: float, extra_headers=None) -> None:
+    """Proxies to the leader. A forward is abandoned (answered 504, outcome unknown) as soon as this node
+    sees another leader: a paused or cut-off old leader would otherwise hold the client until its timeout."""
+
+    WATCH_S = 0.05
+
+    def __init__(self, node_id: str, timeout_s: float, current_leader=None, extra_headers=None) -> None:
         self._node_id = node_id
+        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
+        self._current_leader = current_leader  # callable -> Member | None
         self._session: aiohttp.ClientSession | None = None
         self._extra_headers = extra_headers  # callable(request) -> dict, e.g. authenticated identity (later)
 
@@ -44,15 +51,33 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
 
-    async def forward(self, request: web.Request, body: bytes, leader: Member) -> web.Response:
+    async def forward(self, request: web.Request, body: bytes, leader: Member,
+                      timeout_s: float | None = None) -> web.Response:
         assert self._session is not None
         url = leader.http_addr.rstrip("/") + request.rel_url.path_qs
         headers = {name: request.headers[name] for name in _PASS_REQUEST if name in request.headers}
         headers[FORWARDED_HEADER] = self._node_id
         if self._extra_headers is not None:
             headers.update(self._extra_headers(request))
+        timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
+        attempt = asyncio.ensure_future(self._send(request.method, url, body, headers, timeout))
         try:
-            async with self._session.request(request.method, url, data=body or None, headers=headers) as resp:
+            while True:
+                done, _ = await asyncio.wait({attempt}, timeout=self.WATCH_S)
+                if done:
+                    return attempt.result()
+                current = self._current_leader() if self._current_leader is not None else leader
+                if current is None or current.id != leader.id:
+                    attempt.cancel()
+                    raise ForwardBroken(f"the leader changed from {leader.id} while the request was in flight")
+        finally:
+            if not attempt.done():
+                attempt.cancel()
+
+    async def _send(self, method: str, url: str, body: bytes, headers: dict, timeout) -> web.Response:
+        try:
+            async with self._session.request(method, url, data=body or None, headers=headers,
+                                             timeout=timeout) as resp:
                 data = await resp.read()
                 out = {name: resp.headers[name] for name in _PASS_RESPONSE if name in resp.headers}
                 return web.Response(status=resp.status, body=data, headers=out)

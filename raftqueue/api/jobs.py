@@ -119,7 +119,8 @@ async def lease(request: web.Request) -> web.Response:
         leader = replica.leader
         if leader is not None and leader.id != ctx.settings.node_id:
             try:
-                return await ctx.forwarder.forward(request, body, leader)
+                return await ctx.forwarder.forward(request, body, leader,
+                                                   timeout_s=wait_ms / 1000 + ctx.settings.forward_timeout_s)
             except ForwardNotSent:
                 pass
             except ForwardBroken as exc:
