@@ -107,6 +107,8 @@ class Replica:
         self._listeners: list[ApplyListener] = []
         self._restore_listeners: list[Callable[[int], None]] = []
         self._role_listeners: list[Callable[[str], None]] = []
+        self._completions: collections.deque = collections.deque()
+        self._completions_scheduled = False
         self._closed = False
 
     # ----- lifecycle ----------------------------------------------------------------------------------------
@@ -160,7 +162,10 @@ class Replica:
         future: asyncio.Future = loop.create_future()
 
         def done(index, results, error) -> None:  # on the tick thread
-            loop.call_soon_threadsafe(_settle, future, index, results, error)
+            self._completions.append((future, index, results, error))
+            if not self._completions_scheduled:
+                self._completions_scheduled = True
+                loop.call_soon_threadsafe(self._settle_completions)
 
         node.submit(Proposal(encoded, done))
         try:
@@ -277,6 +282,12 @@ class Replica:
         if self.node is None or self._closed:
             raise ReplicaClosed("the replica is not running")
         return self.node
+
+    def _settle_completions(self) -> None:
+        self._completions_scheduled = False
+        queue = self._completions
+        while queue:
+            _settle(*queue.popleft())
 
     def _applied_from_tick(self, index: int, events: list) -> None:
         self._applied_queue.append((index, events))

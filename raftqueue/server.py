@@ -95,8 +95,19 @@ async def _freeze_periodically() -> None:
         gctune.freeze()
 
 
+def install_fast_loop() -> str:
+    """uvloop (libuv) when available: the event loop and socket transports cost a fraction of asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    uvloop.install()
+    return "uvloop"
+
+
 def serve(config: NodeConfig) -> int:
     setup_logging(config.log_level)
+    log.info("event loop: %s", install_fast_loop())
     try:
         return asyncio.run(run(config))
     except (ConfigError, InsecureRaftRefused) as exc:

@@ -8,12 +8,19 @@ MIN_MS = 0
 MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
 
 
+_last_second = -1
+_last_prefix = ""
+
+
 def to_rfc3339(ms: int | None) -> str | None:
+    global _last_second, _last_prefix
     if ms is None:
         return None
     seconds, millis = divmod(int(ms), 1000)
-    dt = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+    if seconds != _last_second:  # answers mostly carry times from the same second: format that part once
+        _last_prefix = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second = seconds
+    return f"{_last_prefix}{millis:03d}Z"
 
 
 def parse_rfc3339(text: str) -> int:

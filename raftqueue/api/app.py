@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from raftqueue.api import jobs, system
+from raftqueue.api import batch_forward, jobs, system
 from raftqueue.api.appkeys import CTX
 from raftqueue.api.context import Context, Settings
 from raftqueue.api.errors import ApiError, error_response
@@ -64,6 +64,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
     ctx.extras["events"] = hub
     app.add_routes(jobs.routes)
     app.add_routes(system.routes)
+    app.router.add_post(batch_forward.PATH, lambda request: batch_forward.handle_batch(request, ctx.batch_key))
     if debug_routes:
         from raftqueue.api import debug
         app.add_routes(debug.routes)
@@ -71,6 +72,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
 
     async def on_startup(app: web.Application) -> None:
         await ctx.forwarder.start()
+        await ctx.batcher.start()
         waiters.attach()
         hub.attach()
 
@@ -80,6 +82,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
 
     async def on_cleanup(app: web.Application) -> None:
         await ctx.forwarder.close()
+        await ctx.batcher.close()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)

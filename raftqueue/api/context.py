@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from raftqueue.api.errors import ApiError, store_error
+from raftqueue.api.batch_forward import BatchForwarder, batch_key
 from raftqueue.api.forward import FORWARDED_HEADER, Forwarder, ForwardBroken, ForwardNotSent
 from raftqueue.api.validation import Defaults, Limits
 from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded,
@@ -44,6 +45,9 @@ class Context:
         self.limits = settings.limits
         self.defaults = settings.defaults
         self.forwarder = Forwarder(settings.node_id, settings.forward_timeout_s, lambda: replica.leader)
+        self.batch_key = batch_key(replica.config.secret)
+        self.batcher = BatchForwarder(settings.node_id, self.batch_key, lambda: replica.leader,
+                                      settings.forward_timeout_s)
         self.extras: dict = {}  # seams for later pieces (auth, metrics, long-poll, events)
 
     # ----- bodies --------------------------------------------------------------------------------------------
@@ -90,7 +94,7 @@ class Context:
                 leader = replica.leader
                 if leader is not None and leader.id != self.settings.node_id and not forwarded:
                     try:
-                        return await self.forwarder.forward(request, body, leader)
+                        return await self.batcher.forward(request, body, leader)
                     except ForwardNotSent:
                         pass  # the leader is gone: wait for the next one
                     except ForwardBroken as exc:
@@ -141,7 +145,7 @@ class Context:
             leader = self.replica.leader
             if leader is not None and leader.id != self.settings.node_id and not forwarded:
                 try:
-                    return await self.forwarder.forward(request, b"", leader)
+                    return await self.batcher.forward(request, b"", leader)
                 except (ForwardNotSent, ForwardBroken):
                     pass  # reads are safe to retry
             if time.monotonic() >= deadline:

@@ -31,7 +31,7 @@ class EventHub:
     def __init__(self, replica: Replica, ring_size: int = 10_000, queue_size: int = 2_000,
                  stats_every_s: float = 2.0) -> None:
         self._replica = replica
-        self._ring: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=ring_size)
+        self._ring: collections.deque[tuple[int, tuple]] = collections.deque(maxlen=ring_size)
         self._subscribers: set[_Subscriber] = set()
         self._queue_size = queue_size
         self._stats_every = stats_every_s
@@ -45,12 +45,19 @@ class EventHub:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
+    @staticmethod
+    def _format(index: int, event: tuple) -> bytes:
+        kind, job_id, state, queue = event
+        data = orjson.dumps({"kind": kind, "job_id": job_id, "state": state, "queue": queue})
+        return b"id: %d\nevent: job\ndata: %s\n\n" % (index, data)
+
     def on_applied(self, index: int, events: list) -> None:
-        for kind, job_id, state, queue in events:
-            data = orjson.dumps({"kind": kind, "job_id": job_id, "state": state, "queue": queue})
-            message = b"id: %d\nevent: job\ndata: %s\n\n" % (index, data)
-            self._ring.append((index, message))
-            self._publish(message)
+        ring = self._ring
+        for event in events:  # kept raw: formatted only for someone listening (or replaying)
+            ring.append((index, event))
+        if self._subscribers:
+            for event in events:
+                self._publish(self._format(index, event))
 
     def on_restored(self, index: int) -> None:
         self._ring.clear()
@@ -103,9 +110,9 @@ class EventHub:
         if ring and ring[0][0] > after + 1 and after < self._replica.applied_index:
             await response.write(b"event: reset\ndata: {}\n\n")
             return
-        for index, message in list(ring):
+        for index, event in list(ring):
             if index > after:
-                await response.write(message)
+                await response.write(self._format(index, event))
 
     def close_all(self) -> None:
         for sub in self._subscribers:

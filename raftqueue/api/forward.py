@@ -28,28 +28,53 @@ class ForwardBroken(Exception):
     """The connection failed after the request may have been delivered: outcome unknown."""
 
 
+class _InFlight:
+    __slots__ = ("leader_id", "abandoned")
+
+    def __init__(self, leader_id: str) -> None:
+        self.leader_id = leader_id
+        self.abandoned = False
+
+
 class Forwarder:
     """Proxies to the leader. A forward is abandoned (answered 504, outcome unknown) as soon as this node
-    sees another leader: a paused or cut-off old leader would otherwise hold the client until its timeout."""
+    sees another leader: a paused or cut-off old leader would otherwise hold the client until its timeout.
+    One watcher task checks every in-flight forward, so a forward costs no extra task or timer."""
 
     WATCH_S = 0.05
 
     def __init__(self, node_id: str, timeout_s: float, current_leader=None, extra_headers=None) -> None:
         self._node_id = node_id
-        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
         self._current_leader = current_leader  # callable -> Member | None
         self._session: aiohttp.ClientSession | None = None
-        self._extra_headers = extra_headers  # callable(request) -> dict, e.g. authenticated identity (later)
+        self._extra_headers = extra_headers  # callable(request) -> dict, e.g. forwarding credentials
+        self._in_flight: dict[asyncio.Task, _InFlight] = {}
+        self._watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=30, ttl_dns_cache=5)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                               auto_decompress=False, skip_auto_headers=("User-Agent",))
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._session is not None:
             await self._session.close()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.WATCH_S)
+            if not self._in_flight or self._current_leader is None:
+                continue
+            current = self._current_leader()
+            current_id = current.id if current is not None else None
+            for task, entry in list(self._in_flight.items()):
+                if entry.leader_id != current_id and not entry.abandoned:
+                    entry.abandoned = True
+                    task.cancel()
 
     async def forward(self, request: web.Request, body: bytes, leader: Member,
                       timeout_s: float | None = None) -> web.Response:
@@ -60,28 +85,25 @@ class Forwarder:
         if self._extra_headers is not None:
             headers.update(self._extra_headers(request))
         timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
-        attempt = asyncio.ensure_future(self._send(request.method, url, body, headers, timeout))
+        task = asyncio.current_task()
+        entry = _InFlight(leader.id)
+        if task is not None:
+            self._in_flight[task] = entry
         try:
-            while True:
-                done, _ = await asyncio.wait({attempt}, timeout=self.WATCH_S)
-                if done:
-                    return attempt.result()
-                current = self._current_leader() if self._current_leader is not None else leader
-                if current is None or current.id != leader.id:
-                    attempt.cancel()
-                    raise ForwardBroken(f"the leader changed from {leader.id} while the request was in flight")
-        finally:
-            if not attempt.done():
-                attempt.cancel()
-
-    async def _send(self, method: str, url: str, body: bytes, headers: dict, timeout) -> web.Response:
-        try:
-            async with self._session.request(method, url, data=body or None, headers=headers,
+            async with self._session.request(request.method, url, data=body or None, headers=headers,
                                              timeout=timeout) as resp:
                 data = await resp.read()
                 out = {name: resp.headers[name] for name in _PASS_RESPONSE if name in resp.headers}
                 return web.Response(status=resp.status, body=data, headers=out)
+        except asyncio.CancelledError:
+            if not entry.abandoned or task is None:
+                raise
+            task.uncancel()
+            raise ForwardBroken(f"the leader changed from {leader.id} while the request was in flight") from None
         except aiohttp.ClientConnectorError as exc:
             raise ForwardNotSent(str(exc)) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise ForwardBroken(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if task is not None:
+                self._in_flight.pop(task, None)

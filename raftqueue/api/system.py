@@ -53,5 +53,6 @@ async def cluster(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     status = ctx.replica.status(with_digest=request.query.get("digest", "1") != "0")
     status["version"] = __version__
+    status["forwarding"] = {"batches": ctx.batcher.batches_sent, "requests": ctx.batcher.items_sent}
     status.update(ctx.extras.get("cluster_flags", {}))
     return _json(status)

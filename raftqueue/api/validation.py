@@ -137,17 +137,23 @@ def job_id(value: Any, field: str = "job_id") -> str:
 
 
 def job_body(body: Any, limits: Limits, defaults: Defaults, field: str = "") -> dict:
-    """One job of POST /jobs or POST /jobs/batch -> the store's submit fields (without kind/v/now)."""
+    """One job of POST /jobs or POST /jobs/batch -> the store's submit fields (without kind/v/now).
+
+    Absent fields cost nothing: most jobs carry a payload and a queue, and batches carry up to 1,000 jobs."""
     prefix = f"{field}." if field else ""
-    body = obj(body, field or "body")
-    reject_unknown(body, JOB_FIELDS, field)
+    if not isinstance(body, dict):
+        raise invalid(field or "body", "must be a JSON object")
+    if not body.keys() <= JOB_FIELDS:
+        reject_unknown(body, JOB_FIELDS, field)
     if "payload" not in body:
         raise invalid(f"{prefix}payload", "is required")
+    get = body.get
     job: dict[str, Any] = {"payload": json_text(body["payload"], f"{prefix}payload", limits.max_payload_bytes)}
-    job["queue"] = queue_name(body.get("queue", "default"), f"{prefix}queue")
-    job["priority"] = integer(body, "priority", f"{prefix}priority", -INT32, INT32, 0)
-    if "run_at" in body and body["run_at"] is not None:
-        if body.get("delay_ms") is not None:
+    queue = get("queue")
+    job["queue"] = "default" if queue is None else queue_name(queue, f"{prefix}queue")
+    job["priority"] = 0 if get("priority") is None else integer(body, "priority", f"{prefix}priority", -INT32, INT32)
+    if get("run_at") is not None:
+        if get("delay_ms") is not None:
             raise invalid(f"{prefix}run_at", "give run_at or delay_ms, not both")
         try:
             job["run_at"] = parse_rfc3339(body["run_at"])
@@ -155,11 +161,13 @@ def job_body(body: Any, limits: Limits, defaults: Defaults, field: str = "") -> 
             raise invalid(f"{prefix}run_at", f"must be an RFC 3339 time ({exc})") from None
     else:
         job["run_at"] = None
-    job["delay_ms"] = integer(body, "delay_ms", f"{prefix}delay_ms", 0, limits.max_delay_ms, None)
-    job["max_retries"] = integer(body, "max_retries", f"{prefix}max_retries", 0, limits.max_retries,
-                                 defaults.max_retries)
-    job["lease_ms"] = integer(body, "lease_ms", f"{prefix}lease_ms", limits.min_lease_ms, limits.max_lease_ms, None)
-    backoff = body.get("backoff")
+    job["delay_ms"] = None if get("delay_ms") is None else integer(body, "delay_ms", f"{prefix}delay_ms", 0,
+                                                                    limits.max_delay_ms)
+    job["max_retries"] = defaults.max_retries if get("max_retries") is None else integer(
+        body, "max_retries", f"{prefix}max_retries", 0, limits.max_retries)
+    job["lease_ms"] = None if get("lease_ms") is None else integer(body, "lease_ms", f"{prefix}lease_ms",
+                                                                    limits.min_lease_ms, limits.max_lease_ms)
+    backoff = get("backoff")
     if backoff is None:
         job["backoff"] = {"base_ms": defaults.backoff_base_ms, "max_ms": defaults.backoff_max_ms}
     else:
@@ -172,23 +180,32 @@ def job_body(body: Any, limits: Limits, defaults: Defaults, field: str = "") -> 
         if most < base:
             raise invalid(f"{prefix}backoff.max_ms", "must be at least base_ms")
         job["backoff"] = {"base_ms": base, "max_ms": most}
-    job["idempotency_key"] = text(body, "idempotency_key", f"{prefix}idempotency_key", limits.max_key_len)
-    tags = body.get("tags") or {}
-    tags = obj(tags, f"{prefix}tags")
-    if len(tags) > limits.max_tags:
-        raise invalid(f"{prefix}tags", f"at most {limits.max_tags} tags")
-    for key, value in tags.items():
-        if not key or len(key) > limits.max_tag_key:
-            raise invalid(f"{prefix}tags", f"tag names must be 1-{limits.max_tag_key} characters")
-        if not isinstance(value, str) or len(value) > limits.max_tag_value:
-            raise invalid(f"{prefix}tags.{key}", f"must be a string of at most {limits.max_tag_value} characters")
-    job["tags"] = tags
-    depends = body.get("depends_on") or []
-    if not isinstance(depends, list):
+    job["idempotency_key"] = None if get("idempotency_key") is None else text(
+        body, "idempotency_key", f"{prefix}idempotency_key", limits.max_key_len)
+    tags = get("tags")
+    if tags:
+        tags = obj(tags, f"{prefix}tags")
+        if len(tags) > limits.max_tags:
+            raise invalid(f"{prefix}tags", f"at most {limits.max_tags} tags")
+        for key, value in tags.items():
+            if not key or len(key) > limits.max_tag_key:
+                raise invalid(f"{prefix}tags", f"tag names must be 1-{limits.max_tag_key} characters")
+            if not isinstance(value, str) or len(value) > limits.max_tag_value:
+                raise invalid(f"{prefix}tags.{key}", f"must be a string of at most {limits.max_tag_value} characters")
+    elif tags is not None and not isinstance(tags, dict):
+        raise invalid(f"{prefix}tags", "must be a JSON object")
+    job["tags"] = tags or {}
+    depends = get("depends_on")
+    if depends:
+        if not isinstance(depends, list):
+            raise invalid(f"{prefix}depends_on", "must be a list of job ids")
+        if len(depends) > limits.max_depends_on:
+            raise invalid(f"{prefix}depends_on", f"at most {limits.max_depends_on} job ids")
+        job["depends_on"] = [job_id(d, f"{prefix}depends_on[{i}]") for i, d in enumerate(depends)]
+    elif depends is not None and not isinstance(depends, list):
         raise invalid(f"{prefix}depends_on", "must be a list of job ids")
-    if len(depends) > limits.max_depends_on:
-        raise invalid(f"{prefix}depends_on", f"at most {limits.max_depends_on} job ids")
-    job["depends_on"] = [job_id(d, f"{prefix}depends_on[{i}]") for i, d in enumerate(depends)]
+    else:
+        job["depends_on"] = []
     return job
 
 

@@ -147,6 +147,7 @@ class RaftNode(SyncObj):
         self._snap_dir = data_dir / "snapshots"
         self._snap_dir.mkdir(exist_ok=True)
         self._pending: collections.deque[Proposal] = collections.deque()
+        self._wake_pending = False
         self._deferred_acks: list[tuple] = []
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -261,9 +262,12 @@ class RaftNode(SyncObj):
             proposal.on_done(None, None, Overloaded("too many proposals waiting"))
             return
         self._pending.append(proposal)
-        self._wake()
+        if not self._wake_pending:  # one pipe write per burst: the tick drains everything queued
+            self._wake_pending = True
+            self._wake()
 
     def _checkCommandsToApply(self) -> None:  # runs once per tick, on the tick thread
+        self._wake_pending = False
         if self._SyncObj__raftState == LEADER:
             self._add_housekeeping()
             self._flush_pending()

@@ -14,14 +14,17 @@ checked before anything is decompressed or unpickled, exactly as in the library.
 """
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import pickle
+import socket
 import struct
 import time
 import zlib
 
-from pysyncobj.tcp_connection import TcpConnection
+from pysyncobj.monotonic import monotonic as monotonic_time
+from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.transport import TCPTransport
 
 log = logging.getLogger("raftqueue.raft.transport")
@@ -88,8 +91,49 @@ class _RateLimitedLog:
 _bad_frames = _RateLimitedLog()
 
 
+_WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
 class SafeTcpConnection(TcpConnection):
-    """A TcpConnection whose frame parser cannot be made to run code or exhaust memory."""
+    """A TcpConnection whose frame parser cannot be made to run code or exhaust memory, and whose sender is
+    cheaper: pickle protocol 5 (bytes travel as bytes; protocol 2 turns them into latin-1 strings), zlib
+    level 1, and one slice of the send buffer per flush instead of one per socket write. Every member runs this
+    class, so both ends agree on the format."""
+
+    def send(self, message) -> None:
+        if self.sendRandKey:
+            message = (self.sendRandKey, message)
+        data = zlib.compress(pickle.dumps(message, protocol=5), 1)
+        if self.encryptor:
+            data = self.encryptor.encrypt_at_time(data, int(monotonic_time()))
+        self._TcpConnection__writeBuffer += _FRAME_LEN.pack(len(data)) + data
+        self._TcpConnection__trySendBuffer()
+
+    def _TcpConnection__trySendBuffer(self) -> None:  # overrides the library's send loop
+        self._TcpConnection__processConnectionTimeout()
+        if self.state == CONNECTION_STATE.DISCONNECTED:
+            return
+        buf = self._TcpConnection__writeBuffer
+        if not buf:
+            return
+        sock = self._TcpConnection__socket
+        view = memoryview(buf)
+        sent = 0
+        while sent < len(buf):
+            try:
+                n = sock.send(view[sent:])
+            except socket.error as exc:
+                if exc.errno not in _WOULD_BLOCK:
+                    view.release()
+                    self.disconnect()
+                    return
+                break
+            if n <= 0:
+                break
+            sent += n
+        view.release()
+        if sent:
+            self._TcpConnection__writeBuffer = buf[sent:]
 
     def _TcpConnection__processParseMessage(self):  # overrides the library's private parser
         buf = self._TcpConnection__readBuffer

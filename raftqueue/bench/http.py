@@ -1,0 +1,420 @@
+"""`scripts/bench`: the whole product under load, seen by HTTP clients.
+
+    ./scripts/bench                       # all scenarios on a local 3-node cluster, fsync on
+    ./scripts/bench --quick               # seconds, not minutes (a smoke test keeps the script working)
+    ./scripts/bench --scenarios 1 2 --json out.json
+    ./scripts/bench --urls http://a:8081,http://b:8081,http://c:8081   # an existing cluster
+
+Scenarios (jobs/s and p50/p95/p99 latency each):
+  1 submit, one job per request, 64 concurrent clients
+  2 full life cycle, one job per request: 64 producers + 64 long-polling workers (submit, lease, ack)
+  3 full life cycle batched: submit batches of 100, lease max_jobs 100, batch ack
+  4 fixed offered load of 1,000 submits/s (open loop): submit latency and submit->ack latency
+  5 lease+ack rate with 1,000 / 100,000 / 1,000,000 jobs queued
+  6 RSS of each node and disk of each data dir after 1,000,000 jobs went through, and over a soak
+The load generator is this process (asyncio, keep-alive, requests spread over all nodes); the nodes are
+separate processes. On a shared 2-core machine they compete for the same cores: the figures include that.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from raftqueue.localcluster import LocalCluster, free_ports
+
+PAYLOAD_PAD = "x" * 170  # with the rest of the payload, ~200 bytes per job
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p * len(values)))]
+
+
+def summary(name: str, count: int, seconds: float, latencies_ms: list[float], extra: dict | None = None) -> dict:
+    return {"scenario": name, "jobs": count, "seconds": round(seconds, 2), "jobs_per_s": round(count / seconds, 1),
+            "p50_ms": round(pct(latencies_ms, 0.50), 2), "p95_ms": round(pct(latencies_ms, 0.95), 2),
+            "p99_ms": round(pct(latencies_ms, 0.99), 2), **(extra or {})}
+
+
+class Load:
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.session: aiohttp.ClientSession | None = None
+        self._rr = 0
+
+    async def __aenter__(self) -> "Load":
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60),
+                                             skip_auto_headers=("User-Agent",))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self.session is not None
+        await self.session.close()
+
+    def url(self) -> str:
+        self._rr += 1
+        return self.urls[self._rr % len(self.urls)]
+
+    async def post(self, path: str, body: dict | bytes, url: str | None = None) -> tuple[int, dict | None]:
+        assert self.session is not None
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        async with self.session.post((url or self.url()) + path, data=data,
+                                     headers={"Content-Type": "application/json"}) as resp:
+            raw = await resp.read()
+            return resp.status, (orjson.loads(raw) if raw else None)
+
+    async def get(self, path: str, url: str | None = None) -> dict:
+        assert self.session is not None
+        async with self.session.get((url or self.url()) + path) as resp:
+            return orjson.loads(await resp.read())
+
+
+def job_body(queue: str, n: int) -> dict:
+    return {"payload": {"n": n, "t": time.time(), "pad": PAYLOAD_PAD}, "queue": queue}
+
+
+# ----- scenarios -----------------------------------------------------------------------------------------------
+async def scenario_submit(load: Load, seconds: float, clients: int = 64) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def client(c: int) -> None:
+        nonlocal errors
+        n = 0
+        while time.perf_counter() < stop:
+            n += 1
+            started = time.perf_counter()
+            status, _ = await load.post("/jobs", job_body("s1", n))
+            if status in (200, 201):
+                latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                errors += 1
+    started = time.perf_counter()
+    await asyncio.gather(*[client(c) for c in range(clients)])
+    return summary("1 submit, 64 clients", len(latencies), time.perf_counter() - started, latencies,
+                   {"errors": errors})
+
+
+async def _workers(load: Load, queue: str, count: int, stop: asyncio.Event, acked: list, e2e: list,
+                   max_jobs: int = 1) -> list[asyncio.Task]:
+    async def worker() -> None:
+        while not stop.is_set():
+            body = {"queue": queue, "wait_ms": 500, "lease_ms": 30_000}
+            if max_jobs > 1:
+                body["max_jobs"] = max_jobs
+            status, data = await load.post("/jobs/lease", body)
+            if status != 200 or not data:
+                continue
+            jobs = data["jobs"] if "jobs" in data else [data]
+            if not jobs:
+                continue
+            if max_jobs > 1:
+                acks = [{"job_id": j["job_id"], "lease_token": j["lease_token"], "result": 1} for j in jobs]
+                status, _ = await load.post("/jobs/ack", {"acks": acks})
+            else:
+                job = jobs[0]
+                status, _ = await load.post(f"/jobs/{job['job_id']}/ack", {"lease_token": job["lease_token"]})
+            if status == 200:
+                now = time.time()
+                acked.append(len(jobs))
+                for job in jobs:
+                    e2e.append((now - job["payload"]["t"]) * 1000)
+    return [asyncio.create_task(worker()) for _ in range(count)]
+
+
+async def scenario_lifecycle(load: Load, seconds: float, producers: int = 64, workers: int = 64) -> dict:
+    stop, produce_stop = asyncio.Event(), time.perf_counter() + seconds
+    acked: list[int] = []
+    e2e: list[float] = []
+    tasks = await _workers(load, "s2", workers, stop, acked, e2e)
+
+    async def producer(p: int) -> None:
+        n = 0
+        while time.perf_counter() < produce_stop:
+            n += 1
+            await load.post("/jobs", job_body("s2", n))
+    started = time.perf_counter()
+    await asyncio.gather(*[producer(p) for p in range(producers)])
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await asyncio.gather(*tasks)
+    return summary("2 life cycle, 64+64 clients", sum(acked[:]), elapsed, e2e, {"latency": "submit->ack"})
+
+
+async def scenario_batched(load: Load, seconds: float, producers: int = 8, workers: int = 8) -> dict:
+    stop, produce_stop = asyncio.Event(), time.perf_counter() + seconds
+    acked: list[int] = []
+    e2e: list[float] = []
+    tasks = await _workers(load, "s3", workers, stop, acked, e2e, max_jobs=100)
+
+    async def producer(p: int) -> None:
+        n = 0
+        while time.perf_counter() < produce_stop:
+            n += 1
+            await load.post("/jobs/batch", {"jobs": [job_body("s3", n * 100 + i) for i in range(100)]})
+    started = time.perf_counter()
+    await asyncio.gather(*[producer(p) for p in range(producers)])
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await asyncio.gather(*tasks)
+    return summary("3 life cycle batched (100)", sum(acked), elapsed, e2e, {"latency": "submit->ack"})
+
+
+async def scenario_fixed_rate(load: Load, seconds: float, rate: int = 1000, workers: int = 32) -> dict:
+    stop = asyncio.Event()
+    acked: list[int] = []
+    e2e: list[float] = []
+    tasks = await _workers(load, "s4", workers, stop, acked, e2e)
+    submit_lat: list[float] = []
+    pending: set[asyncio.Task] = set()
+
+    async def one(n: int) -> None:
+        started = time.perf_counter()
+        status, _ = await load.post("/jobs", job_body("s4", n))
+        if status in (200, 201):
+            submit_lat.append((time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    total = int(seconds * rate)
+    for n in range(total):  # open loop: send on schedule whether or not earlier answers came back
+        due = started + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(n))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return summary(f"4 fixed {rate}/s submits", len(submit_lat), elapsed, submit_lat,
+                   {"offered_per_s": rate, "submit_p50_ms": round(pct(submit_lat, .5), 2),
+                    "submit_p99_ms": round(pct(submit_lat, .99), 2), "e2e_p50_ms": round(pct(e2e, .5), 2),
+                    "e2e_p99_ms": round(pct(e2e, .99), 2)})
+
+
+async def preload(load: Load, queue: str, count: int, concurrency: int = 8) -> None:
+    remaining = [count]
+
+    async def loader() -> None:
+        while remaining[0] > 0:
+            n = min(1000, remaining[0])
+            remaining[0] -= n
+            status, _ = await load.post("/jobs/batch", {"jobs": [job_body(queue, i) for i in range(n)]})
+            if status != 201:
+                remaining[0] += n
+                await asyncio.sleep(0.1)
+    await asyncio.gather(*[loader() for _ in range(concurrency)])
+
+
+async def scenario_lease_ack_at(load: Load, queued: int, seconds: float, workers: int = 64) -> dict:
+    queue = f"s5-{queued}"
+    await preload(load, queue, queued)
+    stop = asyncio.Event()
+    acked: list[int] = []
+    e2e: list[float] = []
+    lat: list[float] = []
+
+    async def worker() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            status, job = await load.post("/jobs/lease", {"queue": queue, "lease_ms": 30_000})
+            if status != 200:
+                continue
+            status, _ = await load.post(f"/jobs/{job['job_id']}/ack", {"lease_token": job["lease_token"]})
+            if status == 200:
+                acked.append(1)
+                lat.append((time.perf_counter() - started) * 1000)
+
+    async def replenish() -> None:  # keep the queue length at `queued`
+        done = 0
+        while not stop.is_set():
+            owed = len(acked) - done
+            if owed >= 100:
+                await load.post("/jobs/batch", {"jobs": [job_body(queue, i) for i in range(100)]})
+                done += 100
+            else:
+                await asyncio.sleep(0.01)
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)] + [asyncio.create_task(replenish())]
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return summary(f"5 lease+ack, {queued:,} queued", len(acked), time.perf_counter() - started, lat,
+                   {"latency": "lease+ack"})
+
+
+def node_rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def dir_mb(path: Path) -> float:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total / 1e6
+
+
+async def scenario_resources(load: Load, cluster: LocalCluster | None, through: int, soak_s: float) -> dict:
+    if cluster is None:
+        return {"scenario": "6 resources", "skipped": "needs a cluster this script started (pids, data dirs)"}
+
+    def sample() -> dict:
+        return {"rss_mb": [round(node_rss_mb(n.pid), 1) for n in cluster.nodes],
+                "disk_mb": [round(dir_mb(cluster.data_dir / i), 1) for i in cluster.ids]}
+    stop = asyncio.Event()
+    acked: list[int] = []
+    e2e: list[float] = []
+    tasks = await _workers(load, "s6", 8, stop, acked, e2e, max_jobs=100)
+    produced = [0]
+
+    async def producer(limit: int | None, until: float | None) -> None:
+        while (limit is None or produced[0] < limit) and (until is None or time.perf_counter() < until):
+            produced[0] += 100
+            await load.post("/jobs/batch", {"jobs": [job_body("s6", i) for i in range(100)]})
+    started = time.perf_counter()
+    await asyncio.gather(*[producer(through, None) for _ in range(8)])
+    while sum(acked) < through and time.perf_counter() - started < 3600:
+        await asyncio.sleep(0.5)
+    after_through = sample()
+    after_through_s = time.perf_counter() - started
+    samples = []
+    soak_end = time.perf_counter() + soak_s
+    rate_limit = asyncio.create_task(asyncio.gather(*[producer(None, soak_end) for _ in range(2)]))
+    while time.perf_counter() < soak_end:
+        await asyncio.sleep(min(30.0, max(1.0, soak_s / 10)))
+        samples.append(sample())
+    await rate_limit
+    stop.set()
+    await asyncio.gather(*tasks)
+
+    def spread(key: str) -> list[float]:
+        out = []
+        for node in range(cluster.size):
+            values = [s[key][node] for s in samples[len(samples) // 2:]] or [float("nan")]
+            mean = statistics.mean(values)
+            out.append(round(100 * (max(values) - min(values)) / 2 / mean, 1) if mean else float("nan"))
+        return out
+    return {"scenario": "6 resources", "jobs_through": sum(acked), "through_seconds": round(after_through_s, 1),
+            "after_through": after_through, "soak_seconds": soak_s, "soak_samples": samples,
+            "soak_rss_spread_pct": spread("rss_mb"), "soak_disk_spread_pct": spread("disk_mb")}
+
+
+async def scenario_live_rss(load: Load, cluster: LocalCluster | None, live: int) -> dict:
+    if cluster is None:
+        return {"scenario": "6 RSS with live jobs", "skipped": "needs a cluster this script started"}
+    await preload(load, "s6-live", live)
+    await asyncio.sleep(2.0)
+    return {"scenario": f"6 RSS with {live:,} live jobs", "rss_mb": [round(node_rss_mb(n.pid), 1) for n in cluster.nodes]}
+
+
+# ----- driver -------------------------------------------------------------------------------------------------
+def render(row: dict) -> str:
+    if "jobs_per_s" in row:
+        text = (f"{row['scenario']:<32} {row['jobs_per_s']:>10,.0f} jobs/s   p50 {row['p50_ms']:>7.2f} ms   "
+                f"p95 {row['p95_ms']:>7.2f} ms   p99 {row['p99_ms']:>7.2f} ms")
+        if "e2e_p99_ms" in row:
+            text += (f"   | submit p50 {row['submit_p50_ms']} p99 {row['submit_p99_ms']} ms; submit->ack p50 "
+                     f"{row['e2e_p50_ms']} p99 {row['e2e_p99_ms']} ms")
+        elif row.get("latency"):
+            text += f"   ({row['latency']})"
+        return text
+    return f"{row['scenario']:<32} " + orjson.dumps({k: v for k, v in row.items() if k not in ('scenario',
+                                                                                               'soak_samples')}).decode()
+
+
+async def run(args: argparse.Namespace) -> int:
+    cluster = None
+    if args.urls:
+        urls = [u.rstrip("/") for u in args.urls.split(",")]
+    else:
+        data = Path(args.data_dir or tempfile.mkdtemp(prefix="raftqueue-bench-"))
+        ports = free_ports(2 * args.nodes)
+        extra = ["--log-level", "WARNING", "--retention", args.retention]
+        cluster = LocalCluster(data, nodes=args.nodes, http_ports=ports[:args.nodes], raft_ports=ports[args.nodes:],
+                               extra_args=extra)
+        cluster.start_all()
+        await cluster.wait_ready(timeout=60)
+        urls = cluster.urls
+    q = args.quick
+    seconds = 2.0 if q else args.seconds
+    rows = []
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}; "
+          f"{'existing cluster ' + ','.join(urls) if args.urls else f'{args.nodes} local nodes, fsync on'}; "
+          "load generator: this process", flush=True)
+    try:
+        async with Load(urls) as load:
+            for scenario in args.scenarios:
+                if scenario == 1:
+                    rows.append(await scenario_submit(load, seconds))
+                elif scenario == 2:
+                    rows.append(await scenario_lifecycle(load, seconds))
+                elif scenario == 3:
+                    rows.append(await scenario_batched(load, seconds))
+                elif scenario == 4:
+                    rows.append(await scenario_fixed_rate(load, seconds, rate=200 if q else 1000))
+                elif scenario == 5:
+                    for queued in ([100, 1000] if q else [1_000, 100_000, 1_000_000]):
+                        rows.append(await scenario_lease_ack_at(load, queued, seconds))
+                        print(render(rows[-1]), flush=True)
+                    continue
+                elif scenario == 6:
+                    rows.append(await scenario_resources(load, cluster, 2_000 if q else 1_000_000,
+                                                         3.0 if q else args.soak))
+                    print(render(rows[-1]), flush=True)
+                    rows.append(await scenario_live_rss(load, cluster, 1_000 if q else 1_000_000))
+                print(render(rows[-1]), flush=True)
+    finally:
+        if cluster is not None:
+            cluster.stop_all()
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps({"command": " ".join(sys.argv), "cores": os.cpu_count(),
+                                                  "rows": rows}, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each timed scenario")
+    parser.add_argument("--soak", type=float, default=600.0, help="scenario 6 soak length in seconds")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--urls", default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--retention", default="1m", help="node retention during the run (purge keeps disk flat)")
+    parser.add_argument("--json", default=None)
+    from raftqueue.server import install_fast_loop
+    install_fast_loop()
+    return asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
