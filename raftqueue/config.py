@@ -78,6 +78,15 @@ class NodeConfig:
     log_level: str = "INFO"
     clock_offset_ms: int = 0
     debug_routes: bool = False
+    admin_key: str | None = None
+    no_auth: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    metrics_open: bool = False
+    http_timeout_ms: int = 30_000
+    key_touch_interval_ms: int = 60_000
+    snapshot_every: int = 20_000
     extra: dict = field(default_factory=dict)
 
 
@@ -112,6 +121,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
       help="do not fsync the log (faster; loses acknowledged writes on power loss). Development only "
            "(env RAFTQUEUE_NO_FSYNC=1)")
     a("--log-level", help="DEBUG, INFO, WARNING (env RAFTQUEUE_LOG_LEVEL); default INFO")
+    a("--admin-key", help="the bootstrap admin API key, the same on every node (env RAFTQUEUE_ADMIN_KEY); "
+                          "prefer --admin-key-file. At least 24 characters")
+    a("--admin-key-file", help="file holding the bootstrap admin key (env RAFTQUEUE_ADMIN_KEY_FILE)")
+    a("--no-auth", action="store_true", default=None,
+      help="DEVELOPMENT ONLY: accept every request without an API key (env RAFTQUEUE_NO_AUTH=1)")
+    a("--tls-cert", help="serve HTTPS with this certificate chain (PEM) (env RAFTQUEUE_TLS_CERT)")
+    a("--tls-key", help="the certificate's private key (PEM) (env RAFTQUEUE_TLS_KEY)")
+    a("--tls-ca", help="CA bundle to verify other nodes' HTTPS certificates when forwarding (env RAFTQUEUE_TLS_CA)")
+    a("--metrics-open", action="store_true", default=None,
+      help="serve /metrics without an API key (env RAFTQUEUE_METRICS_OPEN=1)")
+    a("--http-timeout", help="close a connection idle this long, and give up on a request body that takes this "
+                             "long to arrive; default 30s (env RAFTQUEUE_HTTP_TIMEOUT)")
+    a("--key-touch-interval", help="how often a node records when each API key was last used; default 60s "
+                                   "(env RAFTQUEUE_KEY_TOUCH_INTERVAL)")
+    a("--snapshot-every", type=int, default=None,
+      help="snapshot the state and trim the log after this many entries; default 20000 (env RAFTQUEUE_SNAPSHOT_EVERY)")
     a("--clock-offset-ms", type=int, default=None, help=argparse.SUPPRESS)  # chaos testing: skew this node's clock
     a("--debug-routes", action="store_true", default=None, help=argparse.SUPPRESS)  # chaos testing: /debug/*
 
@@ -158,6 +183,22 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
             raise ConfigError(f"--cluster-secret-file: cannot read {secret_file}: {exc}") from None
         if not secret:
             raise ConfigError(f"--cluster-secret-file: {secret_file} is empty")
+    admin_key = _pick(args.admin_key, "RAFTQUEUE_ADMIN_KEY")
+    admin_key_file = _pick(args.admin_key_file, "RAFTQUEUE_ADMIN_KEY_FILE")
+    if admin_key is None and admin_key_file:
+        try:
+            admin_key = Path(admin_key_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--admin-key-file: cannot read {admin_key_file}: {exc}") from None
+    no_auth = bool(args.no_auth or _env("RAFTQUEUE_NO_AUTH") == "1")
+    if admin_key is not None and len(admin_key) < 24:
+        raise ConfigError("the admin key must be at least 24 characters (e.g. openssl rand -hex 24)")
+    if admin_key is None and not no_auth:
+        raise ConfigError("set the bootstrap admin key (RAFTQUEUE_ADMIN_KEY or --admin-key-file), "
+                          "or --no-auth for a development node")
+    tls_cert, tls_key = _pick(args.tls_cert, "RAFTQUEUE_TLS_CERT"), _pick(args.tls_key, "RAFTQUEUE_TLS_KEY")
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
     raft_bind = _pick(args.raft_bind, "RAFTQUEUE_RAFT_BIND")
     if raft_bind:
         split_hostport(raft_bind, "--raft-bind")
@@ -174,4 +215,11 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         log_level=(_pick(args.log_level, "RAFTQUEUE_LOG_LEVEL") or "INFO").upper(),
         clock_offset_ms=int(_pick(args.clock_offset_ms, "RAFTQUEUE_CLOCK_OFFSET_MS") or 0),
         debug_routes=bool(args.debug_routes or _env("RAFTQUEUE_DEBUG_ROUTES") == "1"),
+        admin_key=admin_key, no_auth=no_auth, tls_cert=tls_cert, tls_key=tls_key,
+        tls_ca=_pick(args.tls_ca, "RAFTQUEUE_TLS_CA"),
+        metrics_open=bool(args.metrics_open or _env("RAFTQUEUE_METRICS_OPEN") == "1"),
+        http_timeout_ms=parse_duration_ms(_pick(args.http_timeout, "RAFTQUEUE_HTTP_TIMEOUT") or "30s", "--http-timeout"),
+        key_touch_interval_ms=parse_duration_ms(_pick(args.key_touch_interval, "RAFTQUEUE_KEY_TOUCH_INTERVAL") or "60s",
+                                                "--key-touch-interval"),
+        snapshot_every=int(_pick(args.snapshot_every, "RAFTQUEUE_SNAPSHOT_EVERY") or 20_000),
     )

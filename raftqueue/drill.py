@@ -38,7 +38,7 @@ class Drill:
         assert self.session is not None
         try:
             async with self.session.post(f"{self.cluster.urls[node]}/jobs", data=orjson.dumps(body),
-                                         headers={"Content-Type": "application/json"},
+                                         headers={"Content-Type": "application/json", **self.cluster.auth},
                                          timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 return resp.status, orjson.loads(await resp.read())
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError):
@@ -90,7 +90,7 @@ class Drill:
         leader = await self.cluster.leader(self.session)
         present = 0
         for job_id in self.answered.values():
-            async with self.session.get(f"{self.cluster.urls[leader]}/jobs/{job_id}") as resp:
+            async with self.session.get(f"{self.cluster.urls[leader]}/jobs/{job_id}", headers=self.cluster.auth) as resp:
                 if resp.status == 200:
                     present += 1
         return present, len(self.answered) - present

@@ -3,8 +3,9 @@ benchmark, the chaos harness and the integration tests.
 
 Node i serves HTTP on `http_ports[i]` and Raft on `raft_ports[i]` (by default base_port+i and
 base_port+1000+i), keeps its data in `<data_dir>/n<i+1>` and its log in `<data_dir>/logs/n<i+1>.log`. The
-cluster secret is generated once, kept in `<data_dir>/cluster.secret` (mode 0600), and given to the
-children through the environment, never on a command line. Only processes started here are ever signalled.
+cluster secret and the bootstrap admin key are generated once, kept in `<data_dir>/cluster.secret` and
+`<data_dir>/admin.key` (mode 0600), and given to the children through the environment, never on a command
+line. Only processes started here are ever signalled.
 """
 from __future__ import annotations
 
@@ -127,7 +128,10 @@ class LocalCluster:
                  http_ports: list[int] | None = None, raft_ports: list[int] | None = None,
                  extra_args: list[str] | None = None, node_args: dict[int, list[str]] | None = None,
                  env: dict[str, str] | None = None, python: str = sys.executable,
-                 hosts: list[str] | None = None, wrappers: list[list[str]] | None = None) -> None:
+                 hosts: list[str] | None = None, wrappers: list[list[str]] | None = None,
+                 scheme: str = "http") -> None:
+        self.scheme = scheme
+        self.client_ssl = None  # an ssl.SSLContext trusting the nodes' certificate, for https clusters
         self.data_dir = Path(data_dir).resolve()
         self.size = nodes
         self.http_ports = http_ports or [base_port + i for i in range(nodes)]
@@ -136,7 +140,10 @@ class LocalCluster:
         self.hosts = hosts or ["127.0.0.1"] * nodes
         self.secret_path = self.data_dir / "cluster.secret"
         secret = load_or_create_secret(self.secret_path)
-        peers = [f"{self.ids[i]}={self.hosts[i]}:{self.raft_ports[i]}=http://{self.hosts[i]}:{self.http_ports[i]}"
+        self.admin_key_path = self.data_dir / "admin.key"
+        self.admin_key_created = not self.admin_key_path.exists()
+        self.admin_key = load_or_create_secret(self.admin_key_path)
+        peers = [f"{self.ids[i]}={self.hosts[i]}:{self.raft_ports[i]}={scheme}://{self.hosts[i]}:{self.http_ports[i]}"
                  for i in range(nodes)]
         self.nodes: list[NodeProcess] = []
         for i in range(nodes):
@@ -146,12 +153,12 @@ class LocalCluster:
             for peer in peers:
                 argv += ["--peer", peer]
             argv += list(extra_args or []) + list((node_args or {}).get(i, []))
-            node_env = {"RAFTQUEUE_CLUSTER_SECRET": secret, **(env or {})}
+            node_env = {"RAFTQUEUE_CLUSTER_SECRET": secret, "RAFTQUEUE_ADMIN_KEY": self.admin_key, **(env or {})}
             self.nodes.append(NodeProcess(self.ids[i], argv, self.data_dir / "logs" / f"{self.ids[i]}.log", node_env))
 
     @property
     def urls(self) -> list[str]:
-        return [f"http://{host}:{port}" for host, port in zip(self.hosts, self.http_ports)]
+        return [f"{self.scheme}://{host}:{port}" for host, port in zip(self.hosts, self.http_ports)]
 
     def start_all(self) -> None:
         for node in self.nodes:
@@ -170,10 +177,14 @@ class LocalCluster:
         for node in self.nodes:
             node.kill()
 
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
     async def cluster_status(self, i: int, session: aiohttp.ClientSession, digest: bool = False) -> dict | None:
         try:
             async with session.get(f"{self.urls[i]}/cluster", params={"digest": "1" if digest else "0"},
-                                   timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                                   headers=self.auth, timeout=aiohttp.ClientTimeout(total=2)) as resp:
                 if resp.status != 200:
                     return None
                 return orjson.loads(await resp.read())
@@ -184,7 +195,7 @@ class LocalCluster:
         """Until every (given) node answers /ready with 200."""
         wanted = nodes if nodes is not None else list(range(self.size))
         deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.client_ssl or True)) as session:
             pending = set(wanted)
             while pending:
                 for i in list(pending):

@@ -21,6 +21,7 @@ import heapq
 import itertools
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -103,6 +104,7 @@ class Replica:
         self._applied_queue: collections.deque = collections.deque()
         self._drain_scheduled = False
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
+        self.on_committed: Callable[[float], None] | None = None  # /metrics: proposal latency in seconds
         self._waiter_seq = itertools.count()
         self._listeners: list[ApplyListener] = []
         self._restore_listeners: list[Callable[[int], None]] = []
@@ -168,8 +170,12 @@ class Replica:
                 loop.call_soon_threadsafe(self._settle_completions)
 
         node.submit(Proposal(encoded, done))
+        started = time.perf_counter()
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            answer = await asyncio.wait_for(asyncio.shield(future), timeout)
+            if self.on_committed is not None:
+                self.on_committed(time.perf_counter() - started)
+            return answer
         except asyncio.TimeoutError:
             future.add_done_callback(_consume)
             raise CommitUnknown(f"not committed within {timeout:.1f} s; it may still commit") from None
@@ -190,6 +196,14 @@ class Replica:
     def applied_index(self) -> int:
         node = self.node
         return max(self._applied, node.applied_index if node is not None else 0)
+
+    @property
+    def known_commit_index(self) -> int:
+        """The highest index this node knows the cluster has committed (the leader's, from its last append)."""
+        node = self.node
+        if node is None:
+            return self.applied_index
+        return max(node.commit_index, node.leader_commit_index or 0, self.applied_index)
 
     async def wait_applied(self, index: int, timeout: float) -> bool:
         """Wait until this node has applied `index` (True) or the timeout passes (False)."""

@@ -32,13 +32,17 @@ def setup_logging(level: str) -> None:
 def replica_config(config: NodeConfig) -> ReplicaConfig:
     return ReplicaConfig(node_id=config.node_id, members=config.members, data_dir=config.data_dir,
                          secret=config.cluster_secret, insecure_raft=config.insecure_raft,
-                         raft_bind=config.raft_bind, fsync=config.fsync, retention_ms=config.retention_ms)
+                         raft_bind=config.raft_bind, fsync=config.fsync, retention_ms=config.retention_ms,
+                         raft={"compact_min_entries": config.snapshot_every})
 
 
 def api_settings(config: NodeConfig) -> Settings:
     limits = Limits(max_payload_bytes=config.max_payload_bytes)
     return Settings(node_id=config.node_id, limits=limits, defaults=Defaults(lease_ms=config.lease_ms),
-                    max_body_bytes=config.max_body_bytes, propose_timeout_s=config.propose_timeout_ms / 1000)
+                    max_body_bytes=config.max_body_bytes, propose_timeout_s=config.propose_timeout_ms / 1000,
+                    tls_ca=config.tls_ca, metrics_open=config.metrics_open,
+                    body_timeout_s=config.http_timeout_ms / 1000,
+                    key_touch_interval_s=max(config.key_touch_interval_ms, 100) / 1000)
 
 
 def validate(config: NodeConfig) -> None:
@@ -48,6 +52,10 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("--retention must be at least 1m")
     if config.max_payload_bytes > config.max_body_bytes:
         raise ConfigError("--max-payload cannot exceed --max-body")
+    if config.http_timeout_ms < 100:
+        raise ConfigError("--http-timeout must be at least 100ms")
+    if config.snapshot_every < 100:
+        raise ConfigError("--snapshot-every must be at least 100")
 
 
 async def run(config: NodeConfig) -> int:
@@ -62,11 +70,20 @@ async def run(config: NodeConfig) -> int:
     freezer = asyncio.get_running_loop().create_task(_freeze_periodically())
     if config.debug_routes:
         log.warning("--debug-routes: fault-injection routes (/debug/clock, /debug/partition) are ENABLED")
-    app = create_app(api_settings(config), replica, debug_routes=config.debug_routes)
-    runner = web.AppRunner(app, access_log=None)
+    if config.no_auth:
+        log.warning("*** --no-auth: EVERY REQUEST IS ACCEPTED WITHOUT AN API KEY. Development only. ***")
+    app = create_app(api_settings(config), replica, debug_routes=config.debug_routes, admin_key=config.admin_key,
+                     no_auth=config.no_auth)
+    # keepalive_timeout also closes a connection that never completes a request (slow or idle clients)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=config.http_timeout_ms / 1000)
     await runner.setup()
+    ssl_context = None
+    if config.tls_cert:
+        import ssl
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
     site = web.TCPSite(runner, config.http_host, config.http_port, backlog=1024, reuse_address=True,
-                       shutdown_timeout=10.0)
+                       shutdown_timeout=10.0, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:

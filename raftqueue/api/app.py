@@ -11,12 +11,14 @@ import logging
 
 from aiohttp import web
 
-from raftqueue.api import batch_forward, jobs, system
+from raftqueue.api import auth, batch_forward, cors, dashboard, jobs, keys, system
 from raftqueue.api.appkeys import CTX
 from raftqueue.api.context import Context, Settings
 from raftqueue.api.errors import ApiError, error_response
 from raftqueue.api.events import EventHub
+from raftqueue.api.forward import ForwardBroken, ForwardNotSent
 from raftqueue.api.longpoll import LeaseWaiters
+from raftqueue.api.metrics import METRICS, Metrics, handle_metrics
 from raftqueue.replica import Replica
 
 log = logging.getLogger("raftqueue.api")
@@ -52,18 +54,84 @@ async def error_middleware(request: web.Request, handler):
         return error_response(500, "internal", "internal error; the node log has the details")
 
 
+TOUCH_TASK = web.AppKey("touch_task", asyncio.Task)
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="raftqueue"'}
+
+
+def auth_middleware(ctx: Context, authenticator: auth.Authenticator | None):
+    """Scope check on every route (api/auth.py); `authenticator` None means --no-auth."""
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if not request.get("forwarded") and auth.FORWARDED_BY in request.headers:
+            request["forwarded"] = auth.verify_forwarded(ctx.forward_key, request)
+        resource = request.match_info.route.resource
+        if resource is None:  # 404 / 405: let the router answer
+            return await handler(request)
+        method = "GET" if request.method == "HEAD" else request.method
+        scope = auth.ROUTE_SCOPES.get((method, resource.canonical), "cluster:admin")
+        if scope == "metrics:read" and ctx.settings.metrics_open:
+            scope = auth.OPEN
+        if scope == auth.OPEN:
+            return await handler(request)
+        if authenticator is None:
+            request["identity"] = auth.DEV_IDENTITY
+            return await handler(request)
+        token = auth.bearer(request)
+        if token is None and resource.canonical == "/events":
+            token = request.query.get("token")  # EventSource cannot send headers; never logged
+        if token is None:
+            raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>", _CHALLENGE)
+        identity = authenticator.authenticate(token)
+        if identity is auth.UNKNOWN_KEY:
+            leader = ctx.replica.leader
+            if (not ctx.replica.is_leader and leader is not None and not request.get("forwarded")
+                    and resource.canonical != "/events"):
+                body = await ctx.body(request)  # a key this node has not applied yet: the leader decides
+                try:
+                    return await ctx.batcher.forward(request, body, leader)
+                except (ForwardNotSent, ForwardBroken):
+                    pass
+            identity = None
+        if identity is None:
+            raise ApiError(401, "unauthorized", "the API key is invalid or revoked", _CHALLENGE)
+        if scope not in identity.scopes:
+            raise ApiError(403, "forbidden", f"a {identity.type} key does not have the scope {scope}")
+        request["identity"] = identity
+        authenticator.note_use(identity, ctx.replica.clock.now_ms())
+        return await handler(request)
+    return middleware
+
+
 def create_app(settings: Settings, replica: Replica, middlewares: list | None = None,
-               debug_routes: bool = False) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes + 4096,
-                          middlewares=[error_middleware, *(middlewares or [])])
+               debug_routes: bool = False, admin_key: str | None = None, no_auth: bool = False) -> web.Application:
     ctx = Context(settings, replica)
+    authenticator = None
+    if not no_auth:
+        def read_key(key_id: str):
+            with replica.reading() as store:
+                return store.keys.get(key_id)
+        authenticator = auth.Authenticator(admin_key, read_key)
+    metrics = Metrics(replica, settings.node_id)
+    ctx.metrics = metrics
+    origins = cors.member_origins([m.http_addr for m in replica.config.members])
+    preflight = cors.preflight_middleware(origins)
+    app = web.Application(client_max_size=settings.max_body_bytes + 4096,
+                          middlewares=[metrics.middleware(), error_middleware, preflight,
+                                       auth_middleware(ctx, authenticator), *(middlewares or [])])
+    cors.add_headers(app, origins)
     app[CTX] = ctx
+    app[METRICS] = metrics
+    ctx.extras["authenticator"] = authenticator
+    ctx.extras.setdefault("cluster_flags", {})["auth"] = "DISABLED (--no-auth)" if no_auth else "api-keys"
     waiters = LeaseWaiters(replica)
     hub = EventHub(replica)
     ctx.extras["lease_waiters"] = waiters
     ctx.extras["events"] = hub
     app.add_routes(jobs.routes)
     app.add_routes(system.routes)
+    app.add_routes(keys.routes)
+    app.router.add_get("/metrics", handle_metrics)
+    app.add_routes(dashboard.routes)
     app.router.add_post(batch_forward.PATH, lambda request: batch_forward.handle_batch(request, ctx.batch_key))
     if debug_routes:
         from raftqueue.api import debug
@@ -75,12 +143,16 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
         await ctx.batcher.start()
         waiters.attach()
         hub.attach()
+        metrics.attach()
+        app[TOUCH_TASK] = asyncio.ensure_future(keys.flush_key_uses(app, settings.key_touch_interval_s))
 
     async def on_shutdown(app: web.Application) -> None:
+        metrics.detach()
         waiters.release_all()
         hub.close_all()
 
     async def on_cleanup(app: web.Application) -> None:
+        app[TOUCH_TASK].cancel()
         await ctx.forwarder.close()
         await ctx.batcher.close()
 

@@ -30,7 +30,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from raftqueue.api.forward import FORWARDED_HEADER, ForwardBroken, ForwardNotSent
+from raftqueue.api.forward import ForwardBroken, ForwardNotSent
 from raftqueue.replica import Member
 
 PATH = "/_internal/forward"
@@ -125,9 +125,9 @@ async def handle_batch(request: web.Request, key: bytes | None) -> web.Response:
 
     async def run(item: dict, body: bytes) -> web.Response:
         headers = {k: v for k, v in dict(item.get("h") or {}).items() if k in _PASS_REQUEST}
-        headers[FORWARDED_HEADER] = request.headers.get(FORWARDED_HEADER, "batch")
         sub = InternalRequest(app, str(item.get("m", "GET")), str(item.get("p", "/")), headers, body,
                               request.remote)
+        sub["forwarded"] = True  # the batch's HMAC vouches for it
         match_info = await app.router.resolve(sub)
         sub.match_info = match_info
         handler = match_info.handler
@@ -162,8 +162,9 @@ class _Item:
 
 class BatchForwarder:
     def __init__(self, node_id: str, key: bytes | None, current_leader: Callable[[], Member | None],
-                 timeout_s: float) -> None:
+                 timeout_s: float, ssl=True) -> None:
         self._node_id = node_id
+        self._ssl = ssl
         self._key = key
         self._current_leader = current_leader
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
@@ -176,7 +177,8 @@ class BatchForwarder:
         self.items_sent = 0
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=30, ttl_dns_cache=5)
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=30, ttl_dns_cache=5,
+                                         ssl=self._ssl)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
                                               skip_auto_headers=("User-Agent",))
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -217,8 +219,7 @@ class BatchForwarder:
     async def _send(self, leader: Member, batch: list[_Item]) -> None:
         assert self._session is not None
         frame = encode_frame([item.meta for item in batch], [item.body for item in batch])
-        headers = {AUTH_HEADER: sign(self._key, frame), FORWARDED_HEADER: self._node_id,
-                   "Content-Type": "application/octet-stream"}
+        headers = {AUTH_HEADER: sign(self._key, frame), "Content-Type": "application/octet-stream"}
         try:
             async with self._session.post(leader.http_addr.rstrip("/") + PATH, data=frame, headers=headers) as resp:
                 data = await resp.read()

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from raftqueue.api.errors import ApiError, store_error
 from raftqueue.api.batch_forward import BatchForwarder, batch_key
-from raftqueue.api.forward import FORWARDED_HEADER, Forwarder, ForwardBroken, ForwardNotSent
+from raftqueue.api.auth import forward_key
+from raftqueue.api.forward import Forwarder, ForwardBroken, ForwardNotSent
 from raftqueue.api.validation import Defaults, Limits
 from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded,
                                    ReplicaClosed)
@@ -32,10 +33,14 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     defaults: Defaults = field(default_factory=Defaults)
     max_body_bytes: int = 16 * 1024 * 1024
+    body_timeout_s: float = 30.0
     propose_timeout_s: float = 5.0
     leader_wait_s: float = 3.0
     read_wait_s: float = 5.0
     forward_timeout_s: float = 10.0
+    tls_ca: str | None = None        # verify other nodes' HTTPS certificates with this CA bundle
+    metrics_open: bool = False
+    key_touch_interval_s: float = 60.0  # how often key uses are written to the log (last_used_at)
 
 
 class Context:
@@ -44,10 +49,17 @@ class Context:
         self.replica = replica
         self.limits = settings.limits
         self.defaults = settings.defaults
-        self.forwarder = Forwarder(settings.node_id, settings.forward_timeout_s, lambda: replica.leader)
+        self.forward_key = forward_key(replica.config.secret)
+        ssl_context = True  # https peers: verified against the system CAs, or --tls-ca
+        if settings.tls_ca:
+            import ssl
+            ssl_context = ssl.create_default_context(cafile=settings.tls_ca)
+        self.forwarder = Forwarder(settings.node_id, settings.forward_timeout_s, lambda: replica.leader,
+                                   forward_key=self.forward_key, ssl=ssl_context)
         self.batch_key = batch_key(replica.config.secret)
         self.batcher = BatchForwarder(settings.node_id, self.batch_key, lambda: replica.leader,
-                                      settings.forward_timeout_s)
+                                      settings.forward_timeout_s, ssl=ssl_context)
+        self.metrics = None  # api/metrics.Metrics, set by create_app
         self.extras: dict = {}  # seams for later pieces (auth, metrics, long-poll, events)
 
     # ----- bodies --------------------------------------------------------------------------------------------
@@ -56,7 +68,11 @@ class Context:
         if request.content_length is not None and request.content_length > limit:
             raise ApiError(413, "payload_too_large", f"the body is {request.content_length} bytes; "
                                                      f"the limit is {limit} bytes")
-        data = await request.read()
+        try:
+            data = await asyncio.wait_for(request.read(), self.settings.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(408, "request_timeout", f"the body did not arrive within {self.settings.body_timeout_s:.0f} s"
+                           ) from None
         if len(data) > limit:
             raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
         return data
@@ -72,7 +88,7 @@ class Context:
             body = await self.body(request)
         replica = self.replica
         deadline = time.monotonic() + self.settings.leader_wait_s
-        forwarded = FORWARDED_HEADER in request.headers
+        forwarded = request.get("forwarded", False)
         while True:
             if replica.is_leader:
                 commands, render = plan(body)  # validation errors surface here as 4xx
@@ -96,8 +112,10 @@ class Context:
                     try:
                         return await self.batcher.forward(request, body, leader)
                     except ForwardNotSent:
+                        self._forward_failed("not_sent")
                         pass  # the leader is gone: wait for the next one
                     except ForwardBroken as exc:
+                        self._forward_failed("broken")
                         raise ApiError(504, "commit_timeout",
                                        f"the leader stopped answering ({exc}); the write may or may not have "
                                        "been applied: retry with the same idempotency_key") from None
@@ -105,6 +123,10 @@ class Context:
                 raise ApiError(503, "no_leader", "no leader is available (an election is in progress); retry",
                                {"Retry-After": "1"})
             await asyncio.sleep(0.02)
+
+    def _forward_failed(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.forward_errors.labels(reason).inc()
 
     # ----- reads ---------------------------------------------------------------------------------------------
     async def read(self, request: web.Request, local: Callable[[], Awaitable[web.Response] | web.Response],
@@ -122,6 +144,11 @@ class Context:
             if wanted < 0:
                 raise ApiError(400, "validation_error", "min_index: must be >= 0")
             if not await self.replica.wait_applied(wanted, self.settings.read_wait_s):
+                known = self.replica.known_commit_index
+                if wanted > known and self.replica.leader is not None:
+                    # after the wait this node has heard the leader's commit index: N was never committed
+                    raise ApiError(400, "validation_error",
+                                   f"min_index: index {wanted} has not been committed (the cluster is at {known})")
                 raise ApiError(503, "stale_replica", f"this node has not applied index {wanted} yet; retry",
                                {"Retry-After": "1"})
             if consistency is None:
@@ -129,7 +156,7 @@ class Context:
         consistency = consistency or default
         if consistency == "stale":
             return await _maybe_await(local())
-        forwarded = FORWARDED_HEADER in request.headers
+        forwarded = request.get("forwarded", False)
         deadline = time.monotonic() + self.settings.leader_wait_s
         while True:
             if self.replica.is_leader:

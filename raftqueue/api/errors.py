@@ -28,7 +28,7 @@ def invalid(field: str, message: str) -> ApiError:
 
 
 # Store result codes -> HTTP statuses.
-STORE_STATUS = {"validation_error": 400, "not_found": 404, "conflict": 409, "internal": 500}
+STORE_STATUS = {"validation_error": 400, "forbidden": 403, "not_found": 404, "conflict": 409, "internal": 500}
 
 
 def store_error(error: dict) -> ApiError:

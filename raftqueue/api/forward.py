@@ -12,10 +12,11 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
+from raftqueue.api.auth import forward_headers
 from raftqueue.replica import Member
 
-FORWARDED_HEADER = "X-Raftqueue-Forwarded-By"
-# Client headers passed to the leader. Identity headers of our own are never taken from outside (security issue).
+# Client headers passed to the leader. Our own X-Raftqueue-* headers are never taken from a client: a forward
+# carries fresh, signed ones (api/auth.py).
 _PASS_REQUEST = ("Content-Type", "Authorization", "X-Request-Id", "Last-Event-ID", "Accept")
 _PASS_RESPONSE = ("Content-Type", "X-Raft-Index", "X-Raft-Leader", "Retry-After")
 
@@ -43,20 +44,29 @@ class Forwarder:
 
     WATCH_S = 0.05
 
-    def __init__(self, node_id: str, timeout_s: float, current_leader=None, extra_headers=None) -> None:
+    def __init__(self, node_id: str, timeout_s: float, current_leader=None, forward_key: bytes | None = None,
+                 ssl=True) -> None:
         self._node_id = node_id
+        self._ssl = ssl
+        self._forward_key = forward_key
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
         self._current_leader = current_leader  # callable -> Member | None
         self._session: aiohttp.ClientSession | None = None
-        self._extra_headers = extra_headers  # callable(request) -> dict, e.g. forwarding credentials
         self._in_flight: dict[asyncio.Task, _InFlight] = {}
         self._watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=30, ttl_dns_cache=5)
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=30, ttl_dns_cache=5,
+                                         ssl=self._ssl)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                               auto_decompress=False, skip_auto_headers=("User-Agent",))
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled node-to-node session (also used to ask other members for their status)."""
+        assert self._session is not None, "start() first"
+        return self._session
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -81,9 +91,7 @@ class Forwarder:
         assert self._session is not None
         url = leader.http_addr.rstrip("/") + request.rel_url.path_qs
         headers = {name: request.headers[name] for name in _PASS_REQUEST if name in request.headers}
-        headers[FORWARDED_HEADER] = self._node_id
-        if self._extra_headers is not None:
-            headers.update(self._extra_headers(request))
+        headers.update(forward_headers(self._forward_key, self._node_id, request.method, request.rel_url.path_qs))
         timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
         task = asyncio.current_task()
         entry = _InFlight(leader.id)

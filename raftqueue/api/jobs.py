@@ -11,7 +11,7 @@ from aiohttp import web
 from raftqueue.api import validation as v
 from raftqueue.api.context import Context
 from raftqueue.api.errors import ApiError, invalid
-from raftqueue.api.forward import FORWARDED_HEADER, ForwardBroken, ForwardNotSent
+from raftqueue.api.forward import ForwardBroken, ForwardNotSent
 from raftqueue.api.appkeys import CTX
 from raftqueue.api.views import job_view, leased_view, submit_view
 from raftqueue.raft.errors import CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded, ReplicaClosed
@@ -97,7 +97,7 @@ async def lease(request: web.Request) -> web.Response:
     queues = command["queues"]
     deadline = time.monotonic() + wait_ms / 1000
     leader_deadline = time.monotonic() + max(ctx.settings.leader_wait_s, wait_ms / 1000)
-    forwarded = FORWARDED_HEADER in request.headers
+    forwarded = request.get("forwarded", False)
     while True:
         replica = ctx.replica
         if replica.is_leader:

@@ -1,6 +1,9 @@
 """Observability and cluster routes: /health, /live, /ready, /stats, /events, /cluster."""
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -48,11 +51,49 @@ async def events(request: web.Request) -> web.StreamResponse:
     return await request.app[CTX].extras["events"].stream(request)
 
 
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    from raftqueue.api.openapi import document
+    return _json(document())
+
+
 @routes.get("/cluster")
 async def cluster(request: web.Request) -> web.Response:
+    return _json(_own_status(request, request.query.get("digest", "1") != "0"))
+
+
+@routes.get("/cluster/nodes")
+async def cluster_nodes(request: web.Request) -> web.Response:
+    """Every member's /cluster, asked by this node (with the caller's key), so one URL shows the whole cluster;
+    a member that does not answer is listed with an `error`."""
     ctx = request.app[CTX]
-    status = ctx.replica.status(with_digest=request.query.get("digest", "1") != "0")
+    own = _own_status(request, True)
+    headers = {"Authorization": request.headers["Authorization"]} if "Authorization" in request.headers else {}
+    if not headers and request.query.get("token"):
+        headers = {"Authorization": f"Bearer {request.query['token']}"}
+
+    async def ask(member) -> dict:
+        if member.id == ctx.settings.node_id:
+            return own
+        try:
+            async with ctx.forwarder.session.get(f"{member.http_addr}/cluster", headers=headers,
+                                                 timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                body = orjson.loads(await resp.read())
+                if resp.status == 200:
+                    return body
+                return {"node_id": member.id, "http_addr": member.http_addr, "error": f"HTTP {resp.status}"}
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError) as exc:
+            return {"node_id": member.id, "http_addr": member.http_addr,
+                    "error": f"unreachable ({exc.__class__.__name__})"}
+    nodes = await asyncio.gather(*[ask(m) for m in ctx.replica.config.members])
+    return _json({"asked_by": ctx.settings.node_id, "nodes": list(nodes)})
+
+
+def _own_status(request: web.Request, with_digest: bool) -> dict:
+    ctx = request.app[CTX]
+    status = ctx.replica.status(with_digest=with_digest)
     status["version"] = __version__
     status["forwarding"] = {"batches": ctx.batcher.batches_sent, "requests": ctx.batcher.items_sent}
     status.update(ctx.extras.get("cluster_flags", {}))
-    return _json(status)
+    status["http_addr"] = next((m.http_addr for m in ctx.replica.config.members if m.id == ctx.settings.node_id), None)
+    return status

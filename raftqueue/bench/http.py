@@ -49,8 +49,11 @@ def summary(name: str, count: int, seconds: float, latencies_ms: list[float], ex
 
 
 class Load:
-    def __init__(self, urls: list[str]) -> None:
+    def __init__(self, urls: list[str], key: str | None = None) -> None:
         self.urls = urls
+        self.headers = {"Content-Type": "application/json"}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
         self.session: aiohttp.ClientSession | None = None
         self._rr = 0
 
@@ -69,16 +72,19 @@ class Load:
         return self.urls[self._rr % len(self.urls)]
 
     async def post(self, path: str, body: dict | bytes, url: str | None = None) -> tuple[int, dict | None]:
+        """(status, body); (0, None) when the connection failed (the scenario counts it as not done)."""
         assert self.session is not None
         data = body if isinstance(body, bytes) else orjson.dumps(body)
-        async with self.session.post((url or self.url()) + path, data=data,
-                                     headers={"Content-Type": "application/json"}) as resp:
-            raw = await resp.read()
-            return resp.status, (orjson.loads(raw) if raw else None)
+        try:
+            async with self.session.post((url or self.url()) + path, data=data, headers=self.headers) as resp:
+                raw = await resp.read()
+                return resp.status, (orjson.loads(raw) if raw else None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError):
+            return 0, None
 
     async def get(self, path: str, url: str | None = None) -> dict:
         assert self.session is not None
-        async with self.session.get((url or self.url()) + path) as resp:
+        async with self.session.get((url or self.url()) + path, headers=self.headers) as resp:
             return orjson.loads(await resp.read())
 
 
@@ -225,6 +231,7 @@ async def preload(load: Load, queue: str, count: int, concurrency: int = 8) -> N
 async def scenario_lease_ack_at(load: Load, queued: int, seconds: float, workers: int = 64) -> dict:
     queue = f"s5-{queued}"
     await preload(load, queue, queued)
+    await asyncio.sleep(min(10.0, 1.0 + queued / 100_000))  # let the snapshot the preload caused finish
     stop = asyncio.Event()
     acked: list[int] = []
     e2e: list[float] = []
@@ -306,7 +313,7 @@ async def scenario_resources(load: Load, cluster: LocalCluster | None, through: 
     after_through_s = time.perf_counter() - started
     samples = []
     soak_end = time.perf_counter() + soak_s
-    rate_limit = asyncio.create_task(asyncio.gather(*[producer(None, soak_end) for _ in range(2)]))
+    rate_limit = asyncio.ensure_future(asyncio.gather(*[producer(None, soak_end) for _ in range(2)]))
     while time.perf_counter() < soak_end:
         await asyncio.sleep(min(30.0, max(1.0, soak_s / 10)))
         samples.append(sample())
@@ -351,6 +358,7 @@ def render(row: dict) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     cluster = None
+    key = args.key or os.environ.get("RAFTQUEUE_KEY")
     if args.urls:
         urls = [u.rstrip("/") for u in args.urls.split(",")]
     else:
@@ -362,6 +370,7 @@ async def run(args: argparse.Namespace) -> int:
         cluster.start_all()
         await cluster.wait_ready(timeout=60)
         urls = cluster.urls
+        key = cluster.admin_key
     q = args.quick
     seconds = 2.0 if q else args.seconds
     rows = []
@@ -370,7 +379,7 @@ async def run(args: argparse.Namespace) -> int:
           f"{'existing cluster ' + ','.join(urls) if args.urls else f'{args.nodes} local nodes, fsync on'}; "
           "load generator: this process", flush=True)
     try:
-        async with Load(urls) as load:
+        async with Load(urls, key) as load:
             for scenario in args.scenarios:
                 if scenario == 1:
                     rows.append(await scenario_submit(load, seconds))
@@ -408,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--urls", default=None)
+    parser.add_argument("--key", default=None, help="API key for --urls (default: RAFTQUEUE_KEY)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--retention", default="1m", help="node retention during the run (purge keeps disk flat)")
     parser.add_argument("--json", default=None)

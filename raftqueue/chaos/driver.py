@@ -30,11 +30,12 @@ from raftqueue.chaos.workload import Clients
 from raftqueue.localcluster import LocalCluster, free_ports
 
 OPEN_STATES = ("SCHEDULED", "READY", "RUNNING", "RETRY")
+_AUTH: dict[str, str] = {}  # the admin key of the cluster under test (set in run)
 
 
 async def _get(session: aiohttp.ClientSession, url: str, **params) -> tuple[int, dict | None]:
     try:
-        async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        async with session.get(url, params=params, headers=_AUTH, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             return resp.status, orjson.loads(await resp.read())
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError):
         return 0, None
@@ -133,11 +134,15 @@ async def run(args: argparse.Namespace) -> int:
                            wrappers=[network.wrapper(i) for i in range(args.nodes)],
                            extra_args=["--debug-routes", "--lease", "5s", "--log-level", "WARNING"])
     code = 1
+    _AUTH.update(cluster.auth)
+    if isinstance(network, LoopbackNetwork):
+        network.headers = cluster.auth
     try:
         cluster.start_all()
         await cluster.wait_ready(timeout=60)
         async with aiohttp.ClientSession() as session, \
-                Clients(history, cluster.urls, cluster.ids, args.seed, request_timeout_s=args.request_timeout) as clients:
+                Clients(history, cluster.urls, cluster.ids, args.seed, request_timeout_s=args.request_timeout,
+                        key=cluster.admin_key) as clients:
             injector = Injector(cluster, network, history, args.seed)
             injector.session = session
             producers = [asyncio.create_task(clients.producer(f"p{i}")) for i in range(args.producers)]

@@ -139,7 +139,7 @@ class Injector:
     async def _clock(self, node: int, offset_ms: int) -> None:
         assert self.session is not None
         try:
-            async with self.session.post(f"{self.cluster.urls[node]}/debug/clock",
+            async with self.session.post(f"{self.cluster.urls[node]}/debug/clock", headers=self.cluster.auth,
                                          data=orjson.dumps({"offset_ms": offset_ms}),
                                          timeout=aiohttp.ClientTimeout(total=3)) as resp:
                 await resp.read()

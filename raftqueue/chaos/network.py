@@ -124,6 +124,7 @@ class LoopbackNetwork:
     def __init__(self, size: int) -> None:
         self.size = size
         self.cut_links: set[frozenset[int]] = set()
+        self.headers: dict[str, str] = {}  # the admin key's Authorization header, set by the driver
 
     def host(self, i: int) -> str:
         return "127.0.0.1"
@@ -142,7 +143,8 @@ class LoopbackNetwork:
             for i, url in enumerate(urls):
                 drop = sorted(f"n{j + 1}" for link in self.cut_links if i in link for j in link if j != i)
                 try:
-                    async with session.post(f"{url}/debug/partition", data=orjson.dumps({"drop": drop})) as r:
+                    async with session.post(f"{url}/debug/partition", data=orjson.dumps({"drop": drop}),
+                                            headers=self.headers) as r:
                         await r.read()
                 except (aiohttp.ClientError, OSError, TimeoutError):
                     pass  # a dead or paused node: it is told again at the next change

@@ -24,7 +24,10 @@ QUEUES = ("q0", "q1")
 
 class Clients:
     def __init__(self, history: History, urls: list[str], node_ids: list[str], seed: int,
-                 request_timeout_s: float = 6.0) -> None:
+                 request_timeout_s: float = 6.0, key: str | None = None) -> None:
+        self.headers = {"Content-Type": "application/json"}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
         self.history = history
         self.urls = urls
         self.node_ids = node_ids
@@ -51,8 +54,7 @@ class Clients:
         node = self.rng.randrange(len(self.urls)) if node is None else node
         op = self.history.invoke(client, self.node_ids[node], kind, args if args is not None else body)
         try:
-            async with self.session.post(self.urls[node] + path, data=orjson.dumps(body),
-                                         headers={"Content-Type": "application/json"},
+            async with self.session.post(self.urls[node] + path, data=orjson.dumps(body), headers=self.headers,
                                          timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
                 raw = await resp.read()
                 status = resp.status

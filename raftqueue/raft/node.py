@@ -89,6 +89,10 @@ class RaftSettings:
     extra: dict = field(default_factory=dict)
 
 
+# group-commit entry sizes for /metrics: bucket i counts entries of at most 2**i - 1 commands (plain ints)
+GROUP_BUCKETS = tuple(2 ** i - 1 for i in range(13)) + (float("inf"),)
+
+
 class Proposal:
     """Encoded commands waiting for one log entry; `on_done(index, results, error)` runs on the tick thread."""
 
@@ -172,6 +176,8 @@ class RaftNode(SyncObj):
         journal = DurableJournal(data_dir / "raft", base=base, fsync=settings.fsync)
         self._snapshot_index = snapshot[0].index if snapshot else 0
         self._journal = journal  # set before SyncObj.__init__, which evaluates every attribute (dir scan)
+        self.group_sizes = [0] * len(GROUP_BUCKETS)
+        self.group_commands = 0
 
         conf = SyncObjConf(
             autoTick=False,
@@ -303,6 +309,8 @@ class RaftNode(SyncObj):
                 count += len(proposal.commands)
                 size += proposal.size
             blob = b"[" + b",".join(c for p in group for c in p.commands) + b"]"
+            self.group_sizes[min(count.bit_length(), len(GROUP_BUCKETS) - 1)] += 1
+            self.group_commands += count
             self.apply_batch(blob, callback=functools.partial(self._group_done, group))
 
     @staticmethod

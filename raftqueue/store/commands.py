@@ -7,7 +7,8 @@ ms since the epoch. Job ids are opaque strings the leader made. `payload`, `resu
 The store clock is max(clock, now): a new leader whose clock is behind cannot move time back. A command that
 is malformed or impossible returns `{"error": {"code", "message"}}` and changes nothing, not even the clock.
 Codes: `validation_error` (malformed, unknown kind/version, unknown or finished depends_on), `not_found`
-(unknown job id), `conflict` (wrong state, wrong or stale lease token, expired lease).
+(unknown job id), `conflict` (wrong state, wrong or stale lease token, expired lease), `forbidden` (revoking
+someone else's key). API-key commands (create_key, revoke_key, touch_keys) are documented in keys.py.
 
 kind            fields                                                       result
 submit          job_id, payload, queue="default", priority=0, run_at|None    {job_id, state, created_at, run_at,

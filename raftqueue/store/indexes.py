@@ -72,6 +72,16 @@ class ReadyIndex:
             return run[0]
         return heap[0] if heap else None
 
+    def peek(self, queue: str, jobs: dict[str, Job], scan: int = 64):
+        """Like top() but changes nothing (safe from a reader); None when the first `scan` entries are stale."""
+        ready = self.heaps.get(queue)
+        if ready is None:
+            return None
+        front = next((e for e, _ in zip(ready.run, range(scan)) if _valid(e, jobs)), None)
+        heap_front = ready.heap[0] if ready.heap and _valid(ready.heap[0], jobs) else None
+        candidates = [e for e in (front, heap_front) if e is not None]
+        return min(candidates) if candidates else None
+
     def pop(self, queue: str) -> None:
         """Remove the entry `top(queue)` just returned."""
         ready = self.heaps[queue]

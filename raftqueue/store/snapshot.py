@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from raftqueue.store.store import JobStore
 
 FORMAT = "raftqueue-store"
-VERSION = 2
+VERSION = 3
 _core = attrgetter(*CORE)
 
 
@@ -52,7 +52,7 @@ def encode(store: "JobStore") -> bytes:
         extras.append(x)
     return orjson.dumps({
         "format": FORMAT, "version": VERSION, "clock": store.clock, "counters": store.counters,
-        "paused": sorted(store.paused), "queue_names": queue_names,
+        "paused": sorted(store.paused), "queue_names": queue_names, "keys": store.keys.snapshot(),
         "jobs": {
             "id": ids, "queue": [queue_code[q] for q in queues], "state": [STATE_CODE[s] for s in states],
             "priority": priorities, "created_delta": created_delta,
@@ -73,6 +73,7 @@ def decode(data: bytes, store: "JobStore") -> "JobStore":
     store.clock = raw["clock"]
     store.counters.update(raw["counters"])
     store.paused = set(raw["paused"])
+    store.keys.restore(raw.get("keys", []))
     names = raw["queue_names"]
     cols = raw["jobs"]
     jobs = store.jobs

@@ -17,6 +17,7 @@ from raftqueue.store import snapshot as snapshot_codec
 from raftqueue.store.backoff import retry_delay_ms
 from raftqueue.store.commands import Invalid, error
 from raftqueue.store.indexes import ListingIndex, ReadyIndex, TimeIndex
+from raftqueue.store.keys import KeyError_, KeyRegistry
 from raftqueue.store.model import (ACKED, CANCELLED, DEAD, DEFAULT_BACKOFF, READY, RETRY, RUNNING, SCHEDULED, STATES,
                                    TERMINAL, Job)
 
@@ -55,7 +56,11 @@ class JobStore:
         self.dependents: dict[str, list[str]] = {}
         self.dead_by_queue: dict[str, dict[str, None]] = {}
         self.finished: collections.deque = collections.deque()  # (updated_at, id, ver), in finish order
+        self.keys = KeyRegistry()
         self._handlers: dict[str, Callable] = {
+            "create_key": lambda cmd, events: self.keys.create(cmd, self.clock),
+            "revoke_key": lambda cmd, events: self.keys.revoke(cmd, self.clock),
+            "touch_keys": lambda cmd, events: self.keys.touch(cmd, self.clock),
             "submit": self._submit, "submit_batch": self._submit_batch, "lease": self._lease,
             "ack": self._ack, "ack_batch": self._ack_batch, "nack": self._nack, "extend": self._extend,
             "cancel": self._cancel, "retry": self._retry, "retry_dead": self._retry_dead,
@@ -85,7 +90,7 @@ class JobStore:
         except Invalid as exc:
             self.clock = previous
             return error("validation_error", str(exc))
-        except Conflict as exc:
+        except (Conflict, KeyError_) as exc:
             self.clock = previous
             return error(exc.code, str(exc))
         if events is not None:
@@ -576,6 +581,11 @@ class JobStore:
 
     def queues(self) -> list[str]:
         return sorted(set(self.by_queue) | self.paused)
+
+    def ready_head(self, queue: str) -> int | None:
+        """run_at of the READY job first in lease order in `queue` (metrics; read-only)."""
+        entry = self.ready.peek(queue, self.jobs)
+        return entry[1] if entry is not None else None
 
     def paused_queues(self) -> list[str]:
         return sorted(self.paused)

@@ -333,7 +333,7 @@ async def test_events_stream_shows_submits_and_resumes_from_last_event_id(api):
                     if len(seen) >= want:
                         return
 
-    async with api.session.get(url) as resp:
+    async with api.session.get(url, params={"token": api.key}) as resp:  # EventSource style: ?token=
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         reader = asyncio.create_task(read_events(resp, 2))
         await asyncio.sleep(0.3)
@@ -345,6 +345,6 @@ async def test_events_stream_shows_submits_and_resumes_from_last_event_id(api):
     # Resume on another node from the first event: the second one is replayed.
     seen.clear()
     async with api.session.get(api.cluster.urls[followers[1]] + "/events",
-                               headers={"Last-Event-ID": str(first_id)}) as resp:
+                               headers={"Last-Event-ID": str(first_id), "Authorization": f"Bearer {api.key}"}) as resp:
         await asyncio.wait_for(read_events(resp, 1), 10)
     assert seen and seen[0][0] > first_id

@@ -14,11 +14,12 @@ from tests.support.procs import REPO, free_ports
 
 
 def make_cluster(root: Path, nodes: int = 3, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None, node_args: dict[int, list[str]] | None = None) -> LocalCluster:
+                 env: dict[str, str] | None = None, node_args: dict[int, list[str]] | None = None,
+                 scheme: str = "http") -> LocalCluster:
     ports = free_ports(2 * nodes)
     cluster = LocalCluster(root, nodes=nodes, http_ports=ports[:nodes], raft_ports=ports[nodes:],
                            extra_args=extra_args, env={"PYTHONPATH": str(REPO), **(env or {})},
-                           node_args=node_args)
+                           node_args=node_args, scheme=scheme)
     for node in cluster.nodes:
         node.cwd = REPO
     return cluster
@@ -27,8 +28,9 @@ def make_cluster(root: Path, nodes: int = 3, extra_args: list[str] | None = None
 class Api:
     """JSON over HTTP against the cluster's nodes. Returns (status, body, headers); never raises on 4xx/5xx."""
 
-    def __init__(self, cluster: LocalCluster, timeout: float = 15.0) -> None:
+    def __init__(self, cluster: LocalCluster, timeout: float = 15.0, key: str | None = "admin") -> None:
         self.cluster = cluster
+        self.key = cluster.admin_key if key == "admin" else key
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
 
     async def close(self) -> None:
@@ -45,6 +47,8 @@ class Api:
         url = self.cluster.urls[node] + path
         data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
         hdrs = {"Content-Type": "application/json"} if data is not None else {}
+        if self.key:
+            hdrs["Authorization"] = f"Bearer {self.key}"
         hdrs.update(headers or {})
         kwargs = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
         async with self.session.request(method, url, data=data, headers=hdrs, params=params, **kwargs) as resp:

@@ -101,6 +101,7 @@ def test_config_from_flags_and_env(monkeypatch, tmp_path):
     args = parser.parse_args(["--node-id", "n2", "--data-dir", str(tmp_path), *sum((["--peer", p] for p in peers), []),
                               "--lease", "45s", "--retention", "2h"])
     monkeypatch.setenv("RAFTQUEUE_CLUSTER_SECRET", "s")
+    monkeypatch.setenv("RAFTQUEUE_ADMIN_KEY", "k" * 32)
     config = config_from_args(args)
     assert config.raft_addr == "127.0.0.1:9082" and (config.http_host, config.http_port) == ("127.0.0.1", 8082)
     assert config.lease_ms == 45_000 and config.retention_ms == 7_200_000 and config.cluster_secret == "s"
@@ -122,6 +123,7 @@ def test_config_from_flags_and_env(monkeypatch, tmp_path):
 def test_config_errors_say_what_to_fix(argv, needle, monkeypatch):
     for name in ("RAFTQUEUE_NODE_ID", "RAFTQUEUE_PEERS", "RAFTQUEUE_DATA_DIR", "RAFTQUEUE_RAFT_ADDR"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAFTQUEUE_ADMIN_KEY", "k" * 32)
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
     with pytest.raises(ConfigError) as err:

@@ -332,7 +332,7 @@ def test_snapshot_restore_digest_and_version_check(h):
     assert restored.digest() == h.store.digest() and restored.snapshot() == snap
     assert restored.stats() == h.store.stats()
     with pytest.raises(ValueError):
-        JobStore.restore(snap.replace(b'"version":2', b'"version":99'))
+        JobStore.restore(snap.replace(b'"version":3', b'"version":99'))
 
 
 def test_apply_never_raises(h):

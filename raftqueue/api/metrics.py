@@ -1,0 +1,182 @@
+"""Prometheus metrics at `GET /metrics` (prometheus-client, one registry per node).
+
+Three sources, so that a scrape costs little and request paths stay O(1):
+- counters fed by applied store events (`raftqueue_jobs_<kind>_total{queue}`): every replica applies the same
+  log, so every node reports the same totals since it started;
+- observations on the request path: HTTP latency by route and status, proposal (commit) latency, lease wait,
+  forwarding errors;
+- a collector that reads the current state at scrape time: jobs by queue and state, paused queues, the age of
+  the head of each queue, Raft role, term, indexes, group-commit entry sizes.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from raftqueue.replica import Replica
+from raftqueue.store.model import STATES
+
+disable_created_metrics()  # no *_created series: they double the output and dashboards do not use them
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_EVENT_COUNTERS = {"submitted": "submitted", "leased": "leased", "acked": "acked", "nacked": "nacked",
+                   "retry": "retried", "dead": "dead", "cancelled": "cancelled"}
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_ROLES = ("leader", "candidate", "follower", "starting")
+
+
+class Metrics:
+    def __init__(self, replica: Replica, node_id: str) -> None:
+        self.replica = replica
+        self.node_id = node_id
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.job_events = {
+            kind: Counter(f"raftqueue_jobs_{name}", f"Jobs {name} (applied store events) since this node started",
+                          ["queue"], registry=r)
+            for kind, name in _EVENT_COUNTERS.items()}
+        self.http = Histogram("raftqueue_http_request_duration_seconds", "HTTP requests served by this node",
+                              ["method", "route", "status"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.proposals = Histogram("raftqueue_raft_proposal_duration_seconds",
+                                   "Time from proposing on the leader to commit and apply", buckets=_LATENCY_BUCKETS,
+                                   registry=r)
+        self.lease_wait = Histogram("raftqueue_lease_wait_seconds",
+                                    "Time a job waited from becoming runnable (run_at) to its lease", ["queue"],
+                                    buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600),
+                                    registry=r)
+        self.forward_errors = Counter("raftqueue_forward_errors", "Requests a follower could not forward",
+                                      ["reason"], registry=r)
+        self.leader_changes = Counter("raftqueue_raft_leader_changes",
+                                      "Times this node saw the cluster's leader change", registry=r)
+        r.register(_StateCollector(self))
+        self._last_leader: str | None = None
+        self._watch: asyncio.Task | None = None
+
+    # ----- wiring ----------------------------------------------------------------------------------------------
+    def attach(self) -> None:
+        self.replica.add_listener(self.on_applied)
+        self.replica.on_committed = self.proposals.observe
+        self._watch = asyncio.ensure_future(self._watch_leader())
+
+    def detach(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self.replica.remove_listener(self.on_applied)
+        self.replica.on_committed = None
+
+    async def _watch_leader(self) -> None:
+        while True:
+            leader = self.replica.leader
+            leader_id = leader.id if leader is not None else None
+            if leader_id is not None and leader_id != self._last_leader:
+                if self._last_leader is not None:
+                    self.leader_changes.inc()
+                self._last_leader = leader_id
+            await asyncio.sleep(0.25)
+
+    def on_applied(self, index: int, events: list) -> None:
+        """Count store events; for leases, observe how long the job had been runnable."""
+        leased = []
+        for kind, job_id, _state, queue in events:
+            counter = self.job_events.get(kind)
+            if counter is not None:
+                counter.labels(queue).inc()
+                if kind == "leased":
+                    leased.append((job_id, queue))
+        if leased:
+            now_ms = time.time() * 1000
+            with self.replica.reading() as store:
+                for job_id, queue in leased:
+                    job = store.jobs.get(job_id)
+                    if job is not None and job.run_at is not None:
+                        self.lease_wait.labels(queue).observe(max(0.0, (now_ms - job.run_at) / 1000))
+
+    def middleware(self):
+        histogram = self.http
+
+        @web.middleware
+        async def middleware(request: web.Request, handler):
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                info = request.match_info
+                route = info.route.resource.canonical if info is not None and info.route.resource else "unmatched"
+                if route != "/metrics":
+                    histogram.labels(request.method, route, str(status)).observe(time.perf_counter() - started)
+        return middleware
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector:
+    """Gauges read from the store and the Raft node at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        replica = self.metrics.replica
+        jobs = GaugeMetricFamily("raftqueue_jobs", "Jobs in the store by queue and state", labels=["queue", "state"])
+        paused = GaugeMetricFamily("raftqueue_queue_paused", "1 when the queue is paused", labels=["queue"])
+        head_age = GaugeMetricFamily("raftqueue_queue_oldest_runnable_age_seconds",
+                                     "Age (now - run_at) of the READY job first in lease order; with one priority "
+                                     "level, the oldest runnable job", labels=["queue"])
+        now_ms = time.time() * 1000
+        with replica.reading() as store:
+            for queue, counts in sorted(store.by_queue.items()):
+                for state in STATES:
+                    jobs.add_metric([queue, state], counts.get(state, 0))
+            for queue in store.queues():
+                paused.add_metric([queue], 1 if queue in store.paused else 0)
+                head = store.ready_head(queue)
+                head_age.add_metric([queue], max(0.0, (now_ms - head) / 1000) if head is not None else 0.0)
+        yield jobs
+        yield paused
+        yield head_age
+        node = replica.node
+        role = GaugeMetricFamily("raftqueue_raft_role", "1 for this node's current Raft role", labels=["role"])
+        current = replica.role
+        for name in _ROLES:
+            role.add_metric([name], 1 if current == name else 0)
+        yield role
+        if node is None:
+            return
+        for name, value, text in (("raftqueue_raft_term", node.term, "Current Raft term"),
+                                  ("raftqueue_raft_commit_index", node.commit_index, "Highest committed log index"),
+                                  ("raftqueue_raft_applied_index", replica.applied_index, "Highest applied index"),
+                                  ("raftqueue_raft_last_log_index", node.last_log_index, "Last index in the log"),
+                                  ("raftqueue_raft_snapshot_index", node.snapshot_index, "Index of the snapshot")):
+            yield GaugeMetricFamily(name, text, value=value)
+        from raftqueue.raft.node import GROUP_BUCKETS
+        sizes = list(node.group_sizes)
+        cumulative, buckets = 0, []
+        for bound, count in zip(GROUP_BUCKETS, sizes):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+        yield HistogramMetricFamily("raftqueue_raft_group_commit_commands",
+                                    "Commands per group-commit log entry proposed by this node as leader",
+                                    buckets=buckets, sum_value=node.group_commands)
+        yield CounterMetricFamily("raftqueue_raft_group_commit_entries",
+                                  "Group-commit entries proposed by this node as leader", value=cumulative)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    metrics: Metrics = request.app[METRICS]
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+METRICS = web.AppKey("metrics", Metrics)
