@@ -1,4 +1,5 @@
-"""The `raftqueue` command: `serve` runs one node, `cluster` runs a local N-node cluster in the foreground."""
+"""The `raftqueue` command: `serve` runs one node, `cluster` runs a local N-node cluster in the foreground,
+`drill`/`chaos`/`bench` measure it; the commands users run against a cluster live in `cli_client.py`."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +65,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         print(f"  {cluster.ids[i]}  {cluster.urls[i]}   raft 127.0.0.1:{cluster.raft_ports[i]}   pid {node.pid}   "
               f"log {node.log_path}", flush=True)
     print(f"cluster ready: {' '.join(cluster.urls)}", flush=True)
+    if cluster.admin_key_created:
+        print(f"admin API key (shown once; kept in {cluster.admin_key_path}, mode 0600):\n  {cluster.admin_key}",
+              flush=True)
+    else:
+        print(f"admin API key: in {cluster.admin_key_path}", flush=True)
     print("any node takes any request; Ctrl-C stops all nodes"
           + ("; a node that dies is restarted after 1 s" if args.restart else ""), flush=True)
     restart_at: dict[int, float] = {}
@@ -95,6 +101,11 @@ def cmd_drill(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     from raftqueue.chaos import driver
     return driver.main(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from raftqueue.bench import http
+    return http.main(args.bench_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,11 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
                                   description=driver.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     driver.add_arguments(chaos_parser)
     chaos_parser.set_defaults(func=cmd_chaos)
+
+    bench_parser = sub.add_parser("bench", help="the HTTP benchmark (scripts/bench): scenarios, jobs/s, latency",
+                                  add_help=False)
+    bench_parser.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench_parser.set_defaults(func=cmd_bench)
+
+    from raftqueue import cli_client
+    cli_client.add_commands(sub)
+    cli_client.add_cluster_status(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["cluster", "status"]:  # `raftqueue cluster status` beside `raftqueue cluster` (run one)
+        argv = ["cluster-status", *argv[2:]]
     args = parser.parse_args(argv)
     if getattr(args, "serve_args", None) and args.serve_args[:1] == ["--"]:
         args.serve_args = args.serve_args[1:]

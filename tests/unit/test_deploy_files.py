@@ -35,8 +35,10 @@ def test_every_service_environment_is_a_valid_node_config(monkeypatch):
     for name, svc in _compose()["services"].items():
         env = dict(svc["environment"])
         assert "RAFTQUEUE_CLUSTER_SECRET" in env and env["RAFTQUEUE_CLUSTER_SECRET"].startswith("${")
+        assert "RAFTQUEUE_ADMIN_KEY" in env and env["RAFTQUEUE_ADMIN_KEY"].startswith("${")
+        given = {"RAFTQUEUE_CLUSTER_SECRET": "s3cret", "RAFTQUEUE_ADMIN_KEY": "a" * 48}
         for key, value in env.items():
-            monkeypatch.setenv(key, "s3cret" if key == "RAFTQUEUE_CLUSTER_SECRET" else str(value))
+            monkeypatch.setenv(key, given.get(key, str(value)))
         config = config_from_args(parser.parse_args([]))
         seen.add(config.node_id)
         assert (config.http_host, config.http_port) == ("0.0.0.0", 8081)
@@ -57,3 +59,32 @@ def test_dockerfile_installs_the_package_and_serves_with_the_same_ports():
     assert "USER raftqueue" in text  # not root
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and "data" in ignored
+
+
+def _exposed_metric_names() -> set[str]:
+    """Every series name /metrics can emit, read from the metrics module (with the suffixes Prometheus adds)."""
+    import re
+    source = (ROOT / "raftqueue/api/metrics.py").read_text()
+    base = set(re.findall(r'"(raftqueue_[a-z_]+)"', source))
+    base |= {f"raftqueue_jobs_{name}" for name in re.findall(r'"[a-z]+": "([a-z]+)"', source)}
+    names = set()
+    for name in base:
+        names |= {name, f"{name}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+def test_grafana_dashboard_and_scrape_config_use_metrics_that_exist():
+    import json
+    import re
+    dashboard = json.loads((ROOT / "deploy/grafana-dashboard.json").read_text())
+    exposed = _exposed_metric_names()
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"raftqueue_[a-z_]+", target["expr"]))
+    assert used and not (used - exposed), sorted(used - exposed)
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    job = scrape["scrape_configs"][0]
+    services = _compose()["services"]
+    assert job["metrics_path"] == "/metrics"
+    assert sorted(t.split(":")[0] for t in job["static_configs"][0]["targets"]) == sorted(services)
