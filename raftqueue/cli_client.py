@@ -373,12 +373,14 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
         rows = []
         for member_id, status in statuses.items():
             if "error" in status:
-                rows.append([member_id, urls[member_id], "DOWN", "", "", "", "", "", status["error"][:40]])
+                rows.append([member_id, urls[member_id], "DOWN", "", "", "", "", "", "", status["error"][:40]])
                 continue
             rows.append([member_id, urls[member_id], status.get("role"), status.get("leader"), status.get("term"),
                          status.get("commit_index"), status.get("applied_index"),
-                         top - (status.get("applied_index") or 0), (status.get("state_digest") or "")[:16]])
-        emit_table("cluster", ["node", "url", "role", "leader", "term", "commit", "applied", "lag", "digest"], rows)
+                         top - (status.get("applied_index") or 0), status.get("pid"),
+                         (status.get("state_digest") or "")[:16]])
+        emit_table("cluster", ["node", "url", "role", "leader", "term", "commit", "applied", "lag", "pid", "digest"],
+                   rows)
     return run(args, body)
 
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import aiohttp
+from rich.progress import Progress
 import orjson
 
 from raftqueue.localcluster import LocalCluster
@@ -110,11 +111,15 @@ async def run(args: argparse.Namespace) -> int:
             producers = [asyncio.create_task(drill.producer(f"w{i}")) for i in range(args.writers)]
             await asyncio.sleep(1.0)
             times = []
-            for round_no in range(1, args.rounds + 1):
-                elapsed = await drill.failover_round(round_no)
-                times.append(elapsed)
-                print(f"round {round_no:3d}: kill -9 leader -> first committed write {elapsed:.3f} s", flush=True)
-                await asyncio.sleep(args.pause)
+            with Progress(disable=not sys.stderr.isatty(), transient=True) as progress:  # a bar on terminals only
+                bar = progress.add_task("drill rounds", total=args.rounds)
+                for round_no in range(1, args.rounds + 1):
+                    elapsed = await drill.failover_round(round_no)
+                    times.append(elapsed)
+                    print(f"round {round_no:3d}: kill -9 leader -> first committed write {elapsed:.3f} s",
+                          flush=True)  # rich keeps the bar below printed lines
+                    progress.advance(bar)
+                    await asyncio.sleep(args.pause)
             drill.stop.set()
             await asyncio.gather(*producers)
             present, lost = await drill.verify()

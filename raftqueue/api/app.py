@@ -127,6 +127,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
     hub = EventHub(replica)
     ctx.extras["lease_waiters"] = waiters
     ctx.extras["events"] = hub
+    metrics.events_hub = hub
     app.add_routes(jobs.routes)
     app.add_routes(system.routes)
     app.add_routes(keys.routes)

@@ -20,11 +20,19 @@ log = logging.getLogger("raftqueue.events")
 
 
 class _Subscriber:
-    __slots__ = ("queue", "dropped")
+    __slots__ = ("queue", "dropped", "transport")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, transport: asyncio.Transport | None) -> None:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
         self.dropped = False
+        self.transport = transport
+
+    def drop(self) -> None:
+        """Too slow to keep up: close its connection, so a client that stopped reading cannot pin the handler
+        (blocked in a write) or any more memory. It reconnects with Last-Event-ID if it is still alive."""
+        self.dropped = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
 
 
 class EventHub:
@@ -70,7 +78,7 @@ class EventHub:
             try:
                 sub.queue.put_nowait(message)
             except asyncio.QueueFull:
-                sub.dropped = True
+                sub.drop()
                 self.dropped_total += 1
 
     def _stats_message(self) -> bytes:
@@ -82,7 +90,7 @@ class EventHub:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
-        sub = _Subscriber(self._queue_size)
+        sub = _Subscriber(self._queue_size, request.transport)
         self._subscribers.add(sub)
         try:
             await response.write(b"retry: 1000\n\n" + self._stats_message())

@@ -52,6 +52,7 @@ class Metrics:
         self.leader_changes = Counter("raftqueue_raft_leader_changes",
                                       "Times this node saw the cluster's leader change", registry=r)
         r.register(_StateCollector(self))
+        self.events_hub = None  # api/events.EventHub, set by create_app
         self._last_leader: str | None = None
         self._watch: asyncio.Task | None = None
 
@@ -96,6 +97,7 @@ class Metrics:
 
     def middleware(self):
         histogram = self.http
+        children: dict[tuple[str, str, str], object] = {}  # labels() costs a lock and a tuple build per call
 
         @web.middleware
         async def middleware(request: web.Request, handler):
@@ -112,7 +114,11 @@ class Metrics:
                 info = request.match_info
                 route = info.route.resource.canonical if info is not None and info.route.resource else "unmatched"
                 if route != "/metrics":
-                    histogram.labels(request.method, route, str(status)).observe(time.perf_counter() - started)
+                    key = (request.method, route, str(status))
+                    child = children.get(key)
+                    if child is None:
+                        child = children[key] = histogram.labels(*key)
+                    child.observe(time.perf_counter() - started)
         return middleware
 
     def render(self) -> bytes:
@@ -147,6 +153,13 @@ class _StateCollector:
         yield jobs
         yield paused
         yield head_age
+        hub = self.metrics.events_hub
+        if hub is not None:
+            yield GaugeMetricFamily("raftqueue_sse_subscribers", "Open /events streams on this node",
+                                    value=hub.subscribers)
+            yield CounterMetricFamily("raftqueue_sse_dropped_subscribers",
+                                      "Event streams closed because the client read too slowly",
+                                      value=hub.dropped_total)
         node = replica.node
         role = GaugeMetricFamily("raftqueue_raft_role", "1 for this node's current Raft role", labels=["role"])
         current = replica.role

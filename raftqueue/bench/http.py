@@ -336,9 +336,15 @@ async def scenario_resources(load: Load, cluster: LocalCluster | None, through: 
 async def scenario_live_rss(load: Load, cluster: LocalCluster | None, live: int) -> dict:
     if cluster is None:
         return {"scenario": "6 RSS with live jobs", "skipped": "needs a cluster this script started"}
-    await preload(load, "s6-live", live)
+    async def live_now() -> int:
+        stats = await load.get("/stats?consistency=leader")
+        return stats["total"] - sum(stats["by_state"].get(s, 0) for s in ("ACKED", "DEAD", "CANCELLED"))
+    before = await live_now()  # earlier scenarios (5) may have left jobs queued: top up to `live`, no more
+    await preload(load, "s6-live", max(0, live - before))
     await asyncio.sleep(2.0)
-    return {"scenario": f"6 RSS with {live:,} live jobs", "rss_mb": [round(node_rss_mb(n.pid), 1) for n in cluster.nodes]}
+    count = await live_now()
+    return {"scenario": f"6 RSS with {count:,} live jobs", "live_jobs": count,
+            "rss_mb": [round(node_rss_mb(n.pid), 1) for n in cluster.nodes]}
 
 
 # ----- driver -------------------------------------------------------------------------------------------------

@@ -209,3 +209,42 @@ async def test_metrics_count_jobs_and_raft_state_and_pass_promtool(cluster, tmp_
     (tmp_path / "m.txt").write_text(text)
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+async def test_sdk_submits_through_a_leader_kill_make_exactly_one_job_each(tmp_path):
+    """Submits without a caller's idempotency key, while the leader is killed: the client retries with the
+    key it made, so every call returns a job and no call makes two."""
+    cluster = make_cluster(tmp_path / "c")
+    cluster.start_all()
+    try:
+        await cluster.wait_ready(timeout=60)
+        async with Api(cluster) as api, AsyncClient(cluster.urls, cluster.admin_key, timeout=5,
+                                                     max_attempts=40, retry_max_s=0.5) as client:
+            leader = await api.leader()
+            results: list[str] = []
+
+            async def producer(n: int) -> None:
+                for i in range(40):
+                    results.append((await client.submit({"producer": n, "i": i}, queue="kill")).job_id)
+
+            tasks = [asyncio.ensure_future(producer(n)) for n in range(8)]
+            await asyncio.sleep(0.5)
+            cluster.nodes[leader].kill()
+            await asyncio.wait_for(asyncio.gather(*tasks), 120)
+            assert len(results) == 320 and len(set(results)) == 320
+            survivor = (leader + 1) % 3
+            seen = set()
+            cursor = None
+            while True:
+                status, page, _ = await api.get(survivor, "/jobs", params={"queue": "kill", "limit": "500",
+                                                                           "consistency": "leader",
+                                                                           **({"cursor": cursor} if cursor else {})})
+                assert status == 200
+                seen |= {(j["payload"]["producer"], j["payload"]["i"]) for j in page["jobs"]}
+                cursor = page["next_cursor"]
+                if not cursor:
+                    break
+            status, stats, _ = await api.get(survivor, "/stats", params={"consistency": "leader"})
+            assert stats["by_queue"]["kill"]["total"] == 320 and len(seen) == 320, stats["by_queue"]
+    finally:
+        cluster.stop_all()

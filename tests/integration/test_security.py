@@ -320,3 +320,36 @@ async def test_tls_cluster_serves_and_forwards_over_https(tmp_path):
                     await resp.read()
     finally:
         cluster.stop_all()
+
+
+async def test_an_event_subscriber_that_stops_reading_is_dropped_and_the_node_keeps_serving(api, cluster):
+    node = 2
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing, with a tiny buffer
+    sock.connect(("127.0.0.1", cluster.http_ports[node]))
+    sock.sendall(f"GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {cluster.admin_key}\r\n\r\n".encode())
+    try:
+        await asyncio.sleep(0.3)
+        # ~120 bytes per event: 60,000 events (~7 MB) overflow the kernel's socket buffers (a few MB on loopback)
+        # and then the subscriber's queue (2,000 events)
+        for batch in range(60):
+            jobs = [{"payload": i, "queue": f"slow-sse-{batch % 4}"} for i in range(1000)]
+            status, _, _ = await api.post(0, "/jobs/batch", {"jobs": jobs})
+            assert status == 201
+        deadline = time.monotonic() + 20
+        while True:
+            status, text, _ = await api.get(node, "/metrics")
+            dropped = [line for line in text.splitlines() if line.startswith("raftqueue_sse_dropped_subscribers_total")]
+            if dropped and float(dropped[0].split()[-1]) >= 1:
+                break
+            assert time.monotonic() < deadline, dropped
+            await asyncio.sleep(0.2)
+        # the node closed the stream: reading what was buffered ends in EOF
+        sock.settimeout(5)
+        received = 0
+        while chunk := sock.recv(65536):
+            received += len(chunk)
+        assert received > 0
+        assert (await api.get(node, "/stats"))[0] == 200
+    finally:
+        sock.close()
