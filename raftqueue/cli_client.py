@@ -81,10 +81,16 @@ def emit_fields(title: str, data: dict) -> None:
 
 
 # ----- plumbing ----------------------------------------------------------------------------------------------------
-def _client(args: argparse.Namespace):
-    from raftqueue.client.async_client import _UNSET, AsyncClient
+def _urls_and_key(args: argparse.Namespace) -> tuple[list[str] | None, Any]:
+    """--url/--key, or None/unset so the SDK falls back to RAFTQUEUE_URL/RAFTQUEUE_KEY."""
+    from raftqueue.client.async_client import _UNSET
     urls = [u for part in (args.url or []) for u in part.split(",") if u] or None
-    return AsyncClient(urls, args.key if args.key is not None else _UNSET, timeout=args.timeout)
+    return urls, args.key if args.key is not None else _UNSET
+
+
+def _client(args: argparse.Namespace):
+    from raftqueue.client.async_client import AsyncClient
+    return AsyncClient(*_urls_and_key(args), timeout=args.timeout)
 
 
 def _json_arg(text: str, what: str) -> Any:
@@ -136,8 +142,6 @@ _JOB_COLUMNS = ["job_id", "queue", "state", "priority", "attempts", "created_at"
 
 # ----- commands ----------------------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
-    from raftqueue.client import job_spec
-
     options = dict(queue=args.queue, priority=args.priority, delay_ms=args.delay_ms, run_at=args.run_at,
                    max_retries=args.max_retries, lease_ms=args.lease_ms, idempotency_key=args.idempotency_key,
                    tags=dict(t.split("=", 1) for t in args.tag) if args.tag else None,
@@ -358,27 +362,19 @@ def _print_event(args: argparse.Namespace, event: str, data: str) -> None:
 
 def cmd_cluster_status(args: argparse.Namespace) -> int:
     async def body(client):
-        first = await client.cluster()
-        urls = {m["id"]: m.get("http_addr") for m in first.get("members", [])}
-        statuses: dict[str, Any] = {}
-        for member_id in sorted(urls):
-            try:
-                statuses[member_id] = await client.cluster(urls[member_id])
-            except Exception as exc:  # noqa: BLE001 - a node that is down is a row, not a failure
-                statuses[member_id] = {"id": member_id, "url": urls[member_id], "error": str(exc)}
-        top = max((s.get("commit_index") or 0 for s in statuses.values()), default=0)
+        nodes = await client.cluster_nodes()
         if args.json:
-            emit_json(list(statuses.values()))
+            emit_json(nodes)
             return
+        top = max((n.get("commit_index") or 0 for n in nodes), default=0)
         rows = []
-        for member_id, status in statuses.items():
-            if "error" in status:
-                rows.append([member_id, urls[member_id], "DOWN", "", "", "", "", "", "", status["error"][:40]])
+        for node in nodes:
+            if "error" in node:
+                rows.append([node["node_id"], node.get("http_addr"), "DOWN", "", "", "", "", "", "", node["error"]])
                 continue
-            rows.append([member_id, urls[member_id], status.get("role"), status.get("leader"), status.get("term"),
-                         status.get("commit_index"), status.get("applied_index"),
-                         top - (status.get("applied_index") or 0), status.get("pid"),
-                         (status.get("state_digest") or "")[:16]])
+            rows.append([node["node_id"], node.get("http_addr"), node.get("role"), node.get("leader"), node.get("term"),
+                         node.get("commit_index"), node.get("applied_index"), top - (node.get("applied_index") or 0),
+                         node.get("pid"), (node.get("state_digest") or "")[:16]])
         emit_table("cluster", ["node", "url", "role", "leader", "term", "commit", "applied", "lag", "pid", "digest"],
                    rows)
     return run(args, body)
@@ -417,7 +413,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except (ImportError, AttributeError, ValueError) as exc:
         print(f"raftqueue worker: cannot load {args.handler}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    worker = Worker(handler, args.queue or ["default"], client=_client(args), concurrency=args.concurrency,
+    urls, key = _urls_and_key(args)  # the worker makes (and closes) its own client
+    worker = Worker(handler, args.queue or ["default"], urls=urls, key=key, concurrency=args.concurrency,
                     lease_ms=args.lease_ms, job_timeout_s=args.job_timeout, shutdown_grace_s=args.grace)
     counts = worker.run()
     print(" ".join(f"{k}={v}" for k, v in counts.items()), file=sys.stderr)

@@ -112,7 +112,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
                 return store.keys.get(key_id)
         authenticator = auth.Authenticator(admin_key, read_key)
     metrics = Metrics(replica, settings.node_id)
-    ctx.metrics = metrics
+    metrics.forwarders = [ctx.forwarder, ctx.batcher]
     origins = cors.member_origins([m.http_addr for m in replica.config.members])
     preflight = cors.preflight_middleware(origins)
     app = web.Application(client_max_size=settings.max_body_bytes + 4096,

@@ -30,7 +30,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from raftqueue.api.forward import ForwardBroken, ForwardNotSent
+from raftqueue.api.forward import ForwardBroken, ForwardNotSent, error_reason
 from raftqueue.replica import Member
 
 PATH = "/_internal/forward"
@@ -166,6 +166,7 @@ class BatchForwarder:
         self._node_id = node_id
         self._ssl = ssl
         self._key = key
+        self.errors: collections.Counter[str] = collections.Counter()  # requests by reason, for /metrics
         self._current_leader = current_leader
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
         self._queues: dict[str, collections.deque[_Item]] = collections.defaultdict(collections.deque)
@@ -245,8 +246,9 @@ class BatchForwarder:
             self._batches.pop(asyncio.current_task(), None)
             self._kick(leader)
 
-    @staticmethod
-    def _fail(batch: list[_Item], error: Exception) -> None:
+    def _fail(self, batch: list[_Item], error: Exception) -> None:
+        if isinstance(error, (ForwardNotSent, ForwardBroken)):
+            self.errors[error_reason(error)] += len(batch)
         for item in batch:
             if not item.future.done():
                 item.future.set_exception(error)

@@ -59,7 +59,6 @@ class Context:
         self.batch_key = batch_key(replica.config.secret)
         self.batcher = BatchForwarder(settings.node_id, self.batch_key, lambda: replica.leader,
                                       settings.forward_timeout_s, ssl=ssl_context)
-        self.metrics = None  # api/metrics.Metrics, set by create_app
         self.extras: dict = {}  # seams for later pieces (auth, metrics, long-poll, events)
 
     # ----- bodies --------------------------------------------------------------------------------------------
@@ -113,10 +112,8 @@ class Context:
                     try:
                         return await self.batcher.forward(request, body, leader)
                     except ForwardNotSent:
-                        self._forward_failed("not_sent")
                         pass  # the leader is gone: wait for the next one
                     except ForwardBroken as exc:
-                        self._forward_failed("broken")
                         raise ApiError(504, "commit_timeout",
                                        f"the leader stopped answering ({exc}); the write may or may not have "
                                        "been applied: retry with the same idempotency_key") from None
@@ -124,10 +121,6 @@ class Context:
                 raise ApiError(503, "no_leader", "no leader is available (an election is in progress); retry",
                                {"Retry-After": "1"})
             await asyncio.sleep(0.02)
-
-    def _forward_failed(self, reason: str) -> None:
-        if self.metrics is not None:
-            self.metrics.forward_errors.labels(reason).inc()
 
     # ----- reads ---------------------------------------------------------------------------------------------
     async def read(self, request: web.Request, local: Callable[[], Awaitable[web.Response] | web.Response],

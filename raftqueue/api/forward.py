@@ -8,6 +8,7 @@ applied, so the client gets 504 commit_timeout and retries with its idempotency 
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import aiohttp
 from aiohttp import web
@@ -19,6 +20,11 @@ from raftqueue.replica import Member
 # carries fresh, signed ones (api/auth.py).
 _PASS_REQUEST = ("Content-Type", "Authorization", "X-Request-Id", "Last-Event-ID", "Accept")
 _PASS_RESPONSE = ("Content-Type", "X-Raft-Index", "X-Raft-Leader", "Retry-After")
+
+
+def error_reason(error: BaseException) -> str:
+    """The `reason` label of raftqueue_forward_errors_total."""
+    return "not_sent" if isinstance(error, ForwardNotSent) else "broken"
 
 
 class ForwardNotSent(Exception):
@@ -49,6 +55,7 @@ class Forwarder:
         self._node_id = node_id
         self._ssl = ssl
         self._forward_key = forward_key
+        self.errors: collections.Counter[str] = collections.Counter()  # by reason, for /metrics
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
         self._current_leader = current_leader  # callable -> Member | None
         self._session: aiohttp.ClientSession | None = None
@@ -67,6 +74,10 @@ class Forwarder:
         """The pooled node-to-node session (also used to ask other members for their status)."""
         assert self._session is not None, "start() first"
         return self._session
+
+    def _failed(self, error: Exception) -> Exception:
+        self.errors[error_reason(error)] += 1
+        return error
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -107,11 +118,12 @@ class Forwarder:
             if not entry.abandoned or task is None:
                 raise
             task.uncancel()
-            raise ForwardBroken(f"the leader changed from {leader.id} while the request was in flight") from None
+            raise self._failed(ForwardBroken(f"the leader changed from {leader.id} while the request was in flight")
+                               ) from None
         except aiohttp.ClientConnectorError as exc:
-            raise ForwardNotSent(str(exc)) from None
+            raise self._failed(ForwardNotSent(str(exc))) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise ForwardBroken(f"{type(exc).__name__}: {exc}") from None
+            raise self._failed(ForwardBroken(f"{type(exc).__name__}: {exc}")) from None
         finally:
             if task is not None:
                 self._in_flight.pop(task, None)

@@ -100,15 +100,15 @@ async def touch_keys(request: web.Request) -> web.Response:
     """Record when keys were last used; only nodes may call it (a verified forward or the node itself)."""
     if not (request.get("forwarded") or request.get("internal")):
         raise ApiError(404, "not_found", f"no route {request.method} {request.path}")
-    ctx = request.app[CTX]
+    return await request.app[CTX].write(request, _touch_plan)
 
-    def plan(body: bytes):
-        used = v.parse_json(body)
-        if not isinstance(used, dict) or not all(isinstance(k, str) and len(k) <= 64 and type(t) is int
-                                                 for k, t in used.items()):
-            raise invalid("used", "must map key ids to times in ms")
-        return [{"kind": "touch_keys", "used": used}], lambda index, results: json_response(results[0])
-    return await ctx.write(request, plan)
+
+def _touch_plan(body: bytes):
+    used = v.parse_json(body)
+    if not isinstance(used, dict) or not all(isinstance(k, str) and len(k) <= 64 and type(t) is int
+                                             for k, t in used.items()):
+        raise invalid("used", "must map key ids to times in ms")
+    return [{"kind": "touch_keys", "used": used}], lambda index, results: json_response(results[0])
 
 
 async def flush_key_uses(app: web.Application, interval_s: float = 60.0) -> None:
@@ -123,12 +123,11 @@ async def flush_key_uses(app: web.Application, interval_s: float = 60.0) -> None
         used = authenticator.take_used()
         if not used:
             continue
-        request = InternalRequest(app, "POST", TOUCH_PATH, {}, orjson.dumps(used), None)
+        body = orjson.dumps(used)
+        request = InternalRequest(app, "POST", TOUCH_PATH, {}, body, None)
         request["internal"] = True
         try:
-            await ctx.write(request, lambda body: ([{"kind": "touch_keys", "used": used}],
-                                                   lambda index, results: json_response(results[0])),
-                            orjson.dumps(used))
+            await ctx.write(request, _touch_plan, body)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - usage times are best effort; the next minute retries

@@ -47,12 +47,11 @@ class Metrics:
                                     "Time a job waited from becoming runnable (run_at) to its lease", ["queue"],
                                     buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600),
                                     registry=r)
-        self.forward_errors = Counter("raftqueue_forward_errors", "Requests a follower could not forward",
-                                      ["reason"], registry=r)
         self.leader_changes = Counter("raftqueue_raft_leader_changes",
                                       "Times this node saw the cluster's leader change", registry=r)
         r.register(_StateCollector(self))
         self.events_hub = None  # api/events.EventHub, set by create_app
+        self.forwarders: list = []  # api/forward.Forwarder and BatchForwarder (their `errors` counters)
         self._last_leader: str | None = None
         self._watch: asyncio.Task | None = None
 
@@ -153,6 +152,11 @@ class _StateCollector:
         yield jobs
         yield paused
         yield head_age
+        errors = CounterMetricFamily("raftqueue_forward_errors", "Requests a follower could not forward to the "
+                                     "leader: not_sent (safe to retry) or broken (outcome unknown)", labels=["reason"])
+        for reason in ("not_sent", "broken"):
+            errors.add_metric([reason], sum(f.errors[reason] for f in self.metrics.forwarders))
+        yield errors
         hub = self.metrics.events_hub
         if hub is not None:
             yield GaugeMetricFamily("raftqueue_sse_subscribers", "Open /events streams on this node",

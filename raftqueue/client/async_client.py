@@ -48,25 +48,23 @@ def _time(value: datetime | str | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _with(body: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """`body` plus every field that was given (not None, not unset)."""
+    body.update({name: value for name, value in fields.items() if value is not None and value is not _UNSET})
+    return body
+
+
 def job_spec(payload: Any, *, queue: str | None = None, priority: int | None = None,
              run_at: datetime | str | None = None, delay_ms: int | None = None, max_retries: int | None = None,
              lease_ms: int | None = None, backoff: Mapping[str, int] | None = None,
              idempotency_key: str | None = None, tags: Mapping[str, str] | None = None,
              depends_on: Iterable[str] | None = None) -> dict:
     """The JSON body of one job (POST /jobs, or one item of POST /jobs/batch); unset options are left out."""
-    spec: dict[str, Any] = {"payload": payload}
-    for name, value in (("queue", queue), ("priority", priority), ("run_at", _time(run_at)),
-                        ("delay_ms", delay_ms), ("max_retries", max_retries), ("lease_ms", lease_ms),
-                        ("idempotency_key", idempotency_key)):
-        if value is not None:
-            spec[name] = value
-    if backoff is not None:
-        spec["backoff"] = dict(backoff)
-    if tags is not None:
-        spec["tags"] = dict(tags)
-    if depends_on is not None:
-        spec["depends_on"] = list(depends_on)
-    return spec
+    return _with({"payload": payload}, queue=queue, priority=priority, run_at=_time(run_at), delay_ms=delay_ms,
+                 max_retries=max_retries, lease_ms=lease_ms, idempotency_key=idempotency_key,
+                 backoff=dict(backoff) if backoff is not None else None,
+                 tags=dict(tags) if tags is not None else None,
+                 depends_on=list(depends_on) if depends_on is not None else None)
 
 
 class AsyncClient:
@@ -218,16 +216,13 @@ class AsyncClient:
         _, body, _ = await self.request("GET", "/stats")
         return Stats.from_json(body)
 
-    async def cluster(self, url: str | None = None) -> dict:
-        """`GET /cluster` of one node (default: the node in use)."""
-        if url is None:
-            return (await self.request("GET", "/cluster"))[1]
-        async with self._get_session().get(url.rstrip("/") + "/cluster",
-                                           timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
-            parsed = _parse(await resp.read(), resp.content_type)
-            if resp.status >= 400:
-                raise error_for(resp.status, parsed)
-            return parsed
+    async def cluster(self) -> dict:
+        """`GET /cluster`: the view of the node in use."""
+        return (await self.request("GET", "/cluster"))[1]
+
+    async def cluster_nodes(self) -> list[dict]:
+        """`GET /cluster/nodes`: every member's status (a member that did not answer has an `error`)."""
+        return (await self.request("GET", "/cluster/nodes"))[1]["nodes"]
 
     async def wait_for(self, job_id: str, *, timeout: float = 60.0, poll_s: float = 0.2) -> Job:
         """Wait until the job is ACKED, DEAD or CANCELLED and return it; TimeoutError after `timeout`."""
@@ -247,11 +242,8 @@ class AsyncClient:
     async def lease(self, queues: str | Sequence[str] = "default", *, max_jobs: int = 1, lease_ms: int | None = None,
                     wait_ms: int | None = None, worker_id: str | None = None) -> list[LeasedJob]:
         """Lease up to `max_jobs` jobs (long-poll up to `wait_ms`); an empty list when nothing was runnable."""
-        body: dict[str, Any] = {"max_jobs": max_jobs}
-        body["queues"] = [queues] if isinstance(queues, str) else list(queues)
-        for name, value in (("lease_ms", lease_ms), ("wait_ms", wait_ms), ("worker_id", worker_id)):
-            if value is not None:
-                body[name] = value
+        body = _with({"max_jobs": max_jobs, "queues": [queues] if isinstance(queues, str) else list(queues)},
+                     lease_ms=lease_ms, wait_ms=wait_ms, worker_id=worker_id)
         timeout = self.timeout + (wait_ms or 0) / 1000
         try:
             _, answer, _ = await self.request("POST", "/jobs/lease", body, timeout=timeout)
@@ -262,13 +254,9 @@ class AsyncClient:
     async def ack(self, job_id: str, lease_token: str | None, result: Any = _UNSET, *,
                   result_error: str | None = None) -> str:
         """Finish a job with its result (or a recorded `result_error`). Returns the new state (ACKED)."""
-        body: dict[str, Any] = {}
-        if lease_token is not None:
-            body["lease_token"] = lease_token
-        if result is not _UNSET:
+        body = _with({}, lease_token=lease_token, result_error=result_error)
+        if result is not _UNSET:  # None is a result too
             body["result"] = result
-        if result_error is not None:
-            body["result_error"] = result_error
         _, answer, _ = await self.request("POST", f"/jobs/{job_id}/ack", body, retry_unknown=False)
         return answer["state"]
 
@@ -281,21 +269,15 @@ class AsyncClient:
     async def nack(self, job_id: str, lease_token: str, error: str = "", *,
                    retry_in_ms: int | None = None) -> dict:
         """Give a job back as failed: RETRY after its backoff (or `retry_in_ms`), or DEAD when out of attempts."""
-        body: dict[str, Any] = {"lease_token": lease_token, "error": error[:10_000]}
-        if retry_in_ms is not None:
-            body["retry_in_ms"] = retry_in_ms
+        body = _with({"lease_token": lease_token, "error": error[:10_000]}, retry_in_ms=retry_in_ms)
         _, answer, _ = await self.request("POST", f"/jobs/{job_id}/nack", body, retry_unknown=False)
         return answer
 
     async def extend(self, job_id: str, lease_token: str, lease_ms: int | None = None, *,
                      progress: int | None = None, checkpoint: Any = _UNSET) -> dict:
         """Extend a lease (heartbeat), optionally recording progress (0..100) and a checkpoint."""
-        body: dict[str, Any] = {"lease_token": lease_token}
-        if lease_ms is not None:
-            body["lease_ms"] = lease_ms
-        if progress is not None:
-            body["progress"] = progress
-        if checkpoint is not _UNSET:
+        body = _with({"lease_token": lease_token}, lease_ms=lease_ms, progress=progress)
+        if checkpoint is not _UNSET:  # None clears the checkpoint
             body["checkpoint"] = checkpoint
         _, answer, _ = await self.request("POST", f"/jobs/{job_id}/extend", body, retry_unknown=True)
         return answer

@@ -8,18 +8,13 @@ import time
 import orjson
 import pytest
 
-from tests.support.api_cluster import Api, make_cluster
+from tests.support.api_cluster import Api, running_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = make_cluster(tmp_path_factory.mktemp("api"))
-    cluster.start_all()
-    try:
-        asyncio.run(cluster.wait_ready(timeout=60))
+    with running_cluster(tmp_path_factory.mktemp("api")) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 @pytest.fixture

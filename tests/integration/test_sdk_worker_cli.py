@@ -14,19 +14,14 @@ import pytest
 
 from raftqueue.client import AsyncClient, Client, Conflict, NotFound, Unauthorized
 from raftqueue.worker import Worker
-from tests.support.api_cluster import Api, make_cluster
+from tests.support.api_cluster import Api, make_cluster, running_cluster
 from tests.support.procs import REPO
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = make_cluster(tmp_path_factory.mktemp("sdk"), extra_args=["--lease", "3s"])
-    cluster.start_all()
-    try:
-        asyncio.run(cluster.wait_ready(timeout=60))
+    with running_cluster(tmp_path_factory.mktemp("sdk"), extra_args=["--lease", "3s"]) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 async def test_async_client_round_trip_with_typed_results_and_errors(cluster):
@@ -201,6 +196,7 @@ async def test_metrics_count_jobs_and_raft_state_and_pass_promtool(cluster, tmp_
     assert samples[("raftqueue_raft_role", (("role", "leader"),))] == 1
     assert samples[("raftqueue_raft_proposal_duration_seconds_count", ())] >= 1
     assert samples[("raftqueue_raft_group_commit_entries_total", ())] >= 1
+    assert ("raftqueue_forward_errors_total", (("reason", "not_sent"),)) in samples
     assert any(name == "raftqueue_http_request_duration_seconds_count" and dict(labels).get("route") == "/jobs"
                for name, labels in samples)
     promtool = "/usr/bin/promtool"

@@ -18,22 +18,16 @@ import aiohttp
 import pytest
 
 from raftqueue.api.auth import OPEN, ROUTE_SCOPES, TYPE_SCOPES
-from tests.support.api_cluster import Api, make_cluster
+from tests.support.api_cluster import Api, make_cluster, running_cluster
 from raftqueue.localcluster import free_ports
 from tests.support.procs import REPO
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    cluster = make_cluster(tmp_path_factory.mktemp("sec"), extra_args=["--snapshot-every", "100",
-                                                                       "--http-timeout", "2s",
-                                                                       "--key-touch-interval", "1s"])
-    cluster.start_all()
-    try:
-        asyncio.run(cluster.wait_ready(timeout=60))
+    flags = ["--snapshot-every", "100", "--http-timeout", "2s", "--key-touch-interval", "1s"]
+    with running_cluster(tmp_path_factory.mktemp("sec"), extra_args=flags) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 @pytest.fixture

@@ -25,6 +25,18 @@ def make_cluster(root: Path, nodes: int = 3, extra_args: list[str] | None = None
     return cluster
 
 
+@contextlib.contextmanager
+def running_cluster(root: Path, **options):
+    """A started, ready cluster for a module-scoped fixture (make_cluster options); stopped afterwards."""
+    cluster = make_cluster(root, **options)
+    cluster.start_all()
+    try:
+        asyncio.run(cluster.wait_ready(timeout=60))
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
 class Api:
     """JSON over HTTP against the cluster's nodes. Returns (status, body, headers); never raises on 4xx/5xx."""
 
