@@ -16,8 +16,8 @@ Failures (each must be zero):
   overlapping_leases  an ok lease granted (server clock: lease_until - lease_ms) before an earlier lease of
                       the same job ended (its lease_until, as moved by ok extends), with no ack/nack/cancel of
                       that earlier lease (ok or unknown outcome) sent before the later lease was answered
-  early_lease         an ok lease granted before the job's run_at (from its submit answer, or the run_at of
-                      an ok nack of the previous attempt)
+  early_lease         an ok lease granted before the job's run_at (from the answer of the submit that made it,
+                      else created_at + delay_ms; or the run_at of an ok nack of the previous attempt)
   early_dead          a final job DEAD with attempts < 1 + max_retries, or any job with more attempts
   divergent_replicas  nodes with different digests at the same applied index, or nodes that did not report
 Counted, not failures: submits with unknown outcome, split into landed / not landed.
@@ -268,10 +268,14 @@ def check(history: History, final: dict) -> Report:
     for op, spec, job_id, outcome in submitted:
         if outcome != OK or not job_id:
             continue
-        if op.kind == "submit" and isinstance(op.result, dict):
-            submit_run_at[job_id] = _ms(op.result.get("run_at"))
-        elif job_id in jobs and not spec.get("delay_ms") and not spec.get("run_at"):
-            submit_run_at[job_id] = _ms(jobs[job_id].get("created_at"))  # batch items: run_at = created_at
+        if op.kind == "submit" and op.status == 201 and isinstance(op.result, dict):
+            submit_run_at[job_id] = _ms(op.result.get("run_at"))  # the answer of the submit that made the job
+        elif job_id in jobs and not spec.get("run_at"):
+            # A batch item, or an idempotent repeat (200): that answer shows the job as it is now, and a nack
+            # or an expired lease since may have moved run_at on. The store set run_at = created_at + delay.
+            created = _ms(jobs[job_id].get("created_at"))
+            if created is not None:
+                submit_run_at.setdefault(job_id, created + (spec.get("delay_ms") or 0))
     for job_id, job_leases in leases.items():
         items = writes.get(job_id, [])
         for earlier, later in zip(job_leases, job_leases[1:]):

@@ -19,22 +19,22 @@ class Run:
         self.t = 0.0
         self.jobs: dict[str, dict] = {}
 
-    def op(self, kind, args, outcome=OK, result=None, client="c1", start=None, end=None) -> Op:
+    def op(self, kind, args, outcome=OK, result=None, client="c1", start=None, end=None, status=200) -> Op:
         self.t += 0.01
         start = self.t if start is None else start
         end = start + 0.005 if end is None else end
         self.t = max(self.t, end)
-        op = Op(len(self.ops) + 1, client, "n1", kind, args, start, end, outcome, 200 if outcome == OK else None,
+        op = Op(len(self.ops) + 1, client, "n1", kind, args, start, end, outcome, status if outcome == OK else None,
                 result)
         self.ops.append(op)
         return op
 
-    def submit(self, job_id, key=None, token=None, outcome=OK, run_at=T, **args) -> Op:
+    def submit(self, job_id, key=None, token=None, outcome=OK, run_at=T, repeat=False, **args) -> Op:
         body = {"payload": {"token": token or job_id}, **args}
         if key:
             body["idempotency_key"] = key
         result = {"job_id": job_id, "state": "READY", "run_at": to_rfc3339(run_at)} if outcome == OK else None
-        return self.op("submit", body, outcome, result)
+        return self.op("submit", body, outcome, result, status=200 if repeat else 201)
 
     def lease(self, job_id, token, attempt, granted, lease_ms=1000, outcome=OK) -> Op:
         result = {"job_id": job_id, "lease_token": token, "attempt": attempt,
@@ -222,6 +222,31 @@ def test_early_lease_before_run_at():
     r.lease("a", "t1", 1, T + 100)
     r.ack("a", "t1")
     r.final_job("a")
+    assert failed(r.check()) == {"early_lease"}
+
+
+def test_idempotent_repeat_answered_after_a_nack_is_not_an_early_lease():
+    """A keyed submit whose answer was lost lands; the job is leased and nacked; the client's retry is answered
+    200 with the job as it is now (run_at moved on by the nack). Found by CI chaos seed 40480."""
+    r = Run()
+    r.submit("a", key="k", outcome=UNKNOWN)
+    r.lease("a", "t1", 1, T + 10)
+    r.op("nack", {"job_id": "a", "lease_token": "t1"}, OK, {"job_id": "a", "state": "RETRY",
+                                                              "run_at": to_rfc3339(T + 2000)})
+    r.submit("a", key="k", run_at=T + 2000, repeat=True)
+    r.lease("a", "t2", 2, T + 2000)
+    r.ack("a", "t2")
+    r.final_job("a", attempts=2, key="k")
+    assert r.check().ok
+
+
+def test_early_lease_of_delayed_job_known_only_from_a_repeat():
+    r = Run()
+    r.submit("a", key="k", outcome=UNKNOWN, delay_ms=3000)
+    r.submit("a", key="k", run_at=T + 3000, repeat=True, delay_ms=3000)
+    r.lease("a", "t1", 1, T + 1000)
+    r.ack("a", "t1")
+    r.final_job("a", key="k")
     assert failed(r.check()) == {"early_lease"}
 
 
