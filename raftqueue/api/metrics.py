@@ -11,6 +11,7 @@ Three sources, so that a scrape costs little and request paths stay O(1):
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 from aiohttp import web
@@ -33,6 +34,7 @@ class Metrics:
         self.replica = replica
         self.node_id = node_id
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, str], object] = {}  # (metric, queue) -> labels child
         r = self.registry
         self.job_events = {
             kind: Counter(f"raftqueue_jobs_{name}", f"Jobs {name} (applied store events) since this node started",
@@ -78,21 +80,38 @@ class Metrics:
             await asyncio.sleep(0.25)
 
     def on_applied(self, index: int, events: list) -> None:
-        """Count store events; for leases, observe how long the job had been runnable."""
+        """Count store events; for leases, observe how long the job had been runnable.
+
+        Runs for every applied entry (a batch entry has thousands of events): counts are summed per
+        (kind, queue) first, so each metric child is looked up and locked once per entry, not per job."""
+        counts: collections.Counter = collections.Counter()
         leased = []
+        tracked = self.job_events
         for kind, job_id, _state, queue in events:
-            counter = self.job_events.get(kind)
-            if counter is not None:
-                counter.labels(queue).inc()
+            if kind in tracked:
+                counts[kind, queue] += 1
                 if kind == "leased":
                     leased.append((job_id, queue))
+        for (kind, queue), n in counts.items():
+            self._child(tracked[kind], queue).inc(n)
         if leased:
             now_ms = time.time() * 1000
             with self.replica.reading() as store:
+                jobs = store.jobs
                 for job_id, queue in leased:
-                    job = store.jobs.get(job_id)
+                    job = jobs.get(job_id)
                     if job is not None and job.run_at is not None:
-                        self.lease_wait.labels(queue).observe(max(0.0, (now_ms - job.run_at) / 1000))
+                        self._child(self.lease_wait, queue).observe(max(0.0, (now_ms - job.run_at) / 1000))
+
+    def _child(self, metric, queue: str):
+        """A cached labels(queue) child: labels() builds a tuple and takes a lock on every call."""
+        key = (id(metric), queue)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 10_000:  # queue names come from clients: keep the cache bounded
+                self._children.clear()
+            child = self._children[key] = metric.labels(queue)
+        return child
 
     def middleware(self):
         histogram = self.http
