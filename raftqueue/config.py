@@ -136,7 +136,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     a("--key-touch-interval", help="how often a node records when each API key was last used; default 60s "
                                    "(env RAFTQUEUE_KEY_TOUCH_INTERVAL)")
     a("--snapshot-every", type=int, default=None,
-      help="snapshot the state and trim the log after this many entries; default 20000 (env RAFTQUEUE_SNAPSHOT_EVERY)")
+      help="snapshot the state and trim the log after this many entries, once the log also holds a quarter of "
+           "the last snapshot's bytes (or 64 MB); default 20000 (env RAFTQUEUE_SNAPSHOT_EVERY)")
     a("--clock-offset-ms", type=int, default=None, help=argparse.SUPPRESS)  # chaos testing: skew this node's clock
     a("--debug-routes", action="store_true", default=None, help=argparse.SUPPRESS)  # chaos testing: /debug/*
 

@@ -85,6 +85,7 @@ class RaftSettings:
     max_message_bytes: int = 32 * 1024 * 1024
     compact_min_entries: int = 20_000
     compact_min_bytes: int = 64 * 1024 * 1024
+    compact_growth: float = 0.25  # and the log since holds >= this share of the last snapshot's bytes
     queue_size: int = 100_000
     extra: dict = field(default_factory=dict)
 
@@ -164,6 +165,7 @@ class RaftNode(SyncObj):
         self._compaction_header: SnapshotHeader | None = None
         self._compaction_retry_at = 0.0
         self._force_compaction = False
+        self._snapshot_size = (-1, 0)  # (snapshot index, bytes of its file), see _last_snapshot_bytes
         self._transmission = b""
         self.on_role_change: Callable[[str], None] | None = None
         # Chaos testing only (set through the node's debug routes): Raft peers whose traffic is dropped both
@@ -594,9 +596,8 @@ class RaftNode(SyncObj):
         journal = self._journal
         if applied < 3 or applied - 1 <= journal[0][1] or monotonic_time() < self._compaction_retry_at:
             return
-        entries_since = applied - self._snapshot_index
-        if not self._force_compaction and entries_since < self._settings.compact_min_entries \
-                and journal.payload_bytes < self._settings.compact_min_bytes:
+        if not self._force_compaction and not self._compaction_due(applied - self._snapshot_index,
+                                                                   journal.payload_bytes):
             return
         self._force_compaction = False
         first = journal[0][1]
@@ -618,6 +619,28 @@ class RaftNode(SyncObj):
                 os._exit(code)
         self._compaction_pid = pid
         self._compaction_header = header
+
+    def _compaction_due(self, entries_since: int, log_bytes: int) -> bool:
+        """Snapshot after `compact_min_entries` entries, but not before the log since the last snapshot holds
+        `compact_growth` of its size: rewriting a million-job state (hundreds of MB, seconds of CPU on every
+        node) for a few MB of lease/ack entries took a third of the machine. Disk stays within
+        (1 + growth) x the snapshot; a restart replays at most that much log. A huge log snapshots anyway."""
+        settings = self._settings
+        growth = settings.compact_growth * self._last_snapshot_bytes()
+        if log_bytes >= max(settings.compact_min_bytes, growth):
+            return True
+        return entries_since >= settings.compact_min_entries and log_bytes >= growth
+
+    def _last_snapshot_bytes(self) -> int:
+        index, size = self._snapshot_size
+        if index != self._snapshot_index:
+            newest = self._newest_snapshot_path()
+            try:
+                size = newest.stat().st_size if newest is not None else 0
+            except OSError:
+                size = 0
+            self._snapshot_size = (self._snapshot_index, size)
+        return size
 
     def _reap_compaction(self) -> None:
         try:

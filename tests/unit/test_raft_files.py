@@ -141,3 +141,21 @@ def test_decompression_is_bounded():
     with pytest.raises(ValueError):
         bounded_decompress(bomb, limit=1024 * 1024)
     assert bounded_decompress(zlib.compress(b"ok")) == b"ok"
+
+
+def test_compaction_waits_until_the_log_is_worth_a_share_of_the_snapshot(tmp_path):
+    """A big state is not rewritten for a little log: entries and bytes both gate a snapshot."""
+    from raftqueue.raft.node import RaftNode, RaftSettings
+    node = object.__new__(RaftNode)  # only the trigger rule: no Raft, no threads
+    node._settings = RaftSettings(self_addr="a", peer_addrs=[], data_dir=tmp_path, compact_min_entries=100,
+                                  compact_min_bytes=1_000, compact_growth=0.25)
+    node._snap_dir = tmp_path
+    (tmp_path / "snap-00000000000000000005.bin").write_bytes(b"x" * 10_000)
+    node._snapshot_index, node._snapshot_size = 5, (-1, 0)
+    assert not node._compaction_due(100, 2_499)   # enough entries, but the log is < 25% of the snapshot
+    assert node._compaction_due(100, 2_500)
+    assert node._compaction_due(10, 2_500)        # few entries but bytes past max(compact_min_bytes, 25%)
+    assert not node._compaction_due(10, 2_400)
+    node._snapshot_index = 6                      # after a new snapshot (none on disk here): entries rule
+    (tmp_path / "snap-00000000000000000005.bin").unlink()
+    assert node._compaction_due(100, 0) and not node._compaction_due(99, 999)
