@@ -427,7 +427,7 @@ async def run(args: argparse.Namespace) -> int:
                 elif scenario == 4:
                     rows.append(await scenario_fixed_rate(load, seconds, rate=200 if q else 1000))
                 elif scenario == 5:
-                    for queued in ([100, 1000] if q else [1_000, 100_000, 1_000_000]):
+                    for queued in ([100, 1000] if q else args.queued):
                         rows.append(await scenario_lease_ack_at(load, queued, seconds))
                         print(render(rows[-1]), flush=True)
                     continue
@@ -450,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each timed scenario")
+    parser.add_argument("--queued", type=int, nargs="+", default=[1_000, 100_000, 1_000_000],
+                        help="scenario 5 queue lengths")
     parser.add_argument("--soak", type=float, default=600.0, help="scenario 6 soak length in seconds")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--nodes", type=int, default=3)
