@@ -159,3 +159,20 @@ def test_compaction_waits_until_the_log_is_worth_a_share_of_the_snapshot(tmp_pat
     node._snapshot_index = 6                      # after a new snapshot (none on disk here): entries rule
     (tmp_path / "snap-00000000000000000005.bin").unlink()
     assert node._compaction_due(100, 0) and not node._compaction_due(99, 999)
+
+
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_frames_round_trip_plain_when_small_and_compressed_when_large(size):
+    from raftqueue.raft.transport import COMPRESS_MIN_BYTES, SafeTcpConnection
+    conn = object.__new__(SafeTcpConnection)  # the frame codec only: no socket, no poller
+    conn.sendRandKey = conn.recvRandKey = conn.encryptor = None
+    conn._TcpConnection__writeBuffer = b""
+    conn._TcpConnection__trySendBuffer = lambda: None
+    message = {"type": "append_entries", "entries": [(b"x" * size, 7, 2)], "term": 2}
+    conn.send(message)
+    frame = conn._TcpConnection__writeBuffer
+    assert frame[4:5] == (b"\x80" if size < COMPRESS_MIN_BYTES else b"\x78")  # pickle PROTO vs zlib header
+    assert len(frame) < 2_000                                               # the big one was compressed
+    conn._TcpConnection__readBuffer = frame
+    assert conn._TcpConnection__processParseMessage() == message
+    assert conn._TcpConnection__readBuffer == b""
