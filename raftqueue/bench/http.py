@@ -359,9 +359,22 @@ async def scenario_resources(load: Load, cluster: LocalCluster | None, through: 
             mean = statistics.mean(values)
             out.append(round(100 * (max(values) - min(values)) / 2 / mean, 1) if mean else float("nan"))
         return out
+    def trend(key: str) -> list[float]:
+        """Least-squares growth over the second half of the soak, as % of the mean: a sawtooth between
+        snapshots has a wide spread but no trend; a leak has a trend."""
+        out = []
+        for node in range(cluster.size):
+            values = [s[key][node] for s in samples[len(samples) // 2:]]
+            if len(values) < 2 or not statistics.mean(values):
+                out.append(float("nan"))
+                continue
+            slope = statistics.linear_regression(range(len(values)), values).slope
+            out.append(round(100 * slope * (len(values) - 1) / statistics.mean(values), 1))
+        return out
     return {"scenario": "6 resources", "jobs_through": sum(acked), "through_seconds": round(after_through_s, 1),
             "after_through": after_through, "soak_seconds": soak_s, "soak_samples": samples,
-            "soak_rss_spread_pct": spread("rss_mb"), "soak_disk_spread_pct": spread("disk_mb")}
+            "soak_rss_spread_pct": spread("rss_mb"), "soak_disk_spread_pct": spread("disk_mb"),
+            "soak_rss_trend_pct": trend("rss_mb"), "soak_disk_trend_pct": trend("disk_mb")}
 
 
 async def scenario_live_rss(load: Load, cluster: LocalCluster | None, live: int) -> dict:
