@@ -12,8 +12,10 @@ Scenarios (jobs/s and p50/p95/p99 latency each):
   4 fixed offered load of 1,000 submits/s (open loop): submit latency and submit->ack latency
   5 lease+ack rate with 1,000 / 100,000 / 1,000,000 jobs queued
   6 RSS of each node and disk of each data dir after 1,000,000 jobs went through, and over a soak
-The load generator is this process (asyncio, keep-alive, requests spread over all nodes); the nodes are
-separate processes. On a shared 2-core machine they compete for the same cores: the figures include that.
+In 2 and 3 producers wait while more than 1,000 / 10,000 jobs are unacked (a steady state, not a backlog that
+grows all run); scenario 3 runs 8 producers and 16 workers.
+The load generator is this process (asyncio, keep-alive via `rawhttp`, requests spread over all nodes); the
+nodes are separate processes. On a shared 2-core machine they compete for the same cores: the figures include that.
 """
 from __future__ import annotations
 
