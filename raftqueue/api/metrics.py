@@ -34,7 +34,7 @@ class Metrics:
         self.replica = replica
         self.node_id = node_id
         self.registry = CollectorRegistry(auto_describe=True)
-        self._children: dict[tuple[int, str], object] = {}  # (metric, queue) -> labels child
+        self._children: dict[tuple, object] = {}  # (id(metric), *labels) -> labels child
         r = self.registry
         self.job_events = {
             kind: Counter(f"raftqueue_jobs_{name}", f"Jobs {name} (applied store events) since this node started",
@@ -103,19 +103,18 @@ class Metrics:
                     if job is not None and job.run_at is not None:
                         self._child(self.lease_wait, queue).observe(max(0.0, (now_ms - job.run_at) / 1000))
 
-    def _child(self, metric, queue: str):
-        """A cached labels(queue) child: labels() builds a tuple and takes a lock on every call."""
-        key = (id(metric), queue)
+    def _child(self, metric, *labels: str):
+        """A cached labels(...) child: labels() builds a tuple and takes a lock on every call."""
+        key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
             if len(self._children) > 10_000:  # queue names come from clients: keep the cache bounded
                 self._children.clear()
-            child = self._children[key] = metric.labels(queue)
+            child = self._children[key] = metric.labels(*labels)
         return child
 
     def middleware(self):
         histogram = self.http
-        children: dict[tuple[str, str, str], object] = {}  # labels() costs a lock and a tuple build per call
 
         @web.middleware
         async def middleware(request: web.Request, handler):
@@ -132,11 +131,8 @@ class Metrics:
                 info = request.match_info
                 route = info.route.resource.canonical if info is not None and info.route.resource else "unmatched"
                 if route != "/metrics":
-                    key = (request.method, route, str(status))
-                    child = children.get(key)
-                    if child is None:
-                        child = children[key] = histogram.labels(*key)
-                    child.observe(time.perf_counter() - started)
+                    self._child(histogram, request.method, route, str(status)).observe(
+                        time.perf_counter() - started)
         return middleware
 
     def render(self) -> bytes:

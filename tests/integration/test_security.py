@@ -212,22 +212,20 @@ async def test_hostile_bodies_and_slow_clients(api, cluster):
     node = 1
     host, port = "127.0.0.1", cluster.http_ports[node]
     auth = f"Authorization: Bearer {cluster.admin_key}\r\n"
+
+    async def status_line(length: int, body: str, timeout: float) -> bytes:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"POST /jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+                     f"Content-Length: {length}\r\n\r\n{body}".encode())
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.readline(), timeout)
+        finally:
+            writer.close()
     # a declared body over the limit is refused before it is read
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"POST /jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
-                 f"Content-Length: {64 * 1024 * 1024}\r\n\r\n".encode())
-    await writer.drain()
-    line = await asyncio.wait_for(reader.readline(), 5)
-    assert b" 413 " in line
-    writer.close()
+    assert b" 413 " in await status_line(64 * 1024 * 1024, "", 5)
     # a body that never finishes: 408 after --http-timeout (2 s)
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"POST /jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
-                 f"Content-Length: 100\r\n\r\n{{\"payload\"".encode())
-    await writer.drain()
-    line = await asyncio.wait_for(reader.readline(), 6)
-    assert b" 408 " in line
-    writer.close()
+    assert b" 408 " in await status_line(100, '{"payload"', 6)
     # headers that never finish: the node closes the connection
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(b"POST /jobs HTTP/1.1\r\nHost: x\r\n")
