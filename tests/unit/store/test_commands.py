@@ -342,3 +342,24 @@ def test_apply_never_raises(h):
                                                                            "queues": [1]}):
         result = h.store.apply(junk) if not isinstance(junk, dict) else h.store.apply({"now": 1, **junk})
         assert isinstance(result, dict)
+
+
+def test_jobs_from_decoded_commands_share_queue_worker_and_time_objects():
+    """Memory per job: a node applies commands decoded from JSON, which makes a new str for every value. The
+    queue name and worker id are kept once, and a job without a delay shares the clock's int for created_at
+    and run_at (about 150 bytes a job at a million jobs)."""
+    import orjson
+
+    store = JobStore()
+
+    def apply(command: dict) -> dict:
+        return store.apply(orjson.loads(orjson.dumps({"v": 1, "now": T0, **command})), [])
+    apply({"kind": "submit_batch", "jobs": [{"job_id": f"j{i}", "payload": "1", "queue": "emails"} for i in range(3)]})
+    apply({"kind": "submit", "job_id": "later", "payload": "1", "queue": "emails", "delay_ms": 5})
+    for n in range(2):
+        apply({"kind": "lease", "queues": ["emails"], "worker_id": "worker-7", "token_base": f"t{n}"})
+    jobs = [store.jobs[f"j{i}"] for i in range(3)]
+    assert jobs[0].queue == "emails" and all(job.queue is jobs[0].queue for job in jobs)
+    assert jobs[0].worker_id == "worker-7" and jobs[0].worker_id is jobs[1].worker_id
+    assert all(job.run_at is job.created_at for job in jobs)
+    assert store.jobs["later"].run_at == T0 + 5
