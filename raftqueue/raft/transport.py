@@ -188,6 +188,13 @@ class HardenedTransport(TCPTransport):
         blocked = getattr(self._syncObj, "blocked_peers", None)
         if blocked and getattr(node, "address", None) in blocked:
             return False  # chaos testing: a simulated partition (see RaftNode.blocked_peers)
+        if self._syncObj.encryptor:
+            conn = self._connections.get(node)
+            if conn is not None and not conn.sendRandKey:
+                # An outgoing connection counts as connected once TCP is up, before the session keys are
+                # swapped. A frame sent then goes without the key, the peer drops the connection for it (seen
+                # under load: "too many values to unpack") and both sides reconnect. Raft resends; drop it.
+                return False
         return super().send(node, message)
 
     def _onNewIncomingConnection(self, conn) -> None:  # noqa: N802

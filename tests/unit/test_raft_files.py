@@ -176,3 +176,36 @@ def test_frames_round_trip_plain_when_small_and_compressed_when_large(size):
     conn._TcpConnection__readBuffer = frame
     assert conn._TcpConnection__processParseMessage() == message
     assert conn._TcpConnection__readBuffer == b""
+
+
+def test_no_frame_goes_out_on_a_connection_before_its_session_keys_are_swapped():
+    """An outgoing connection is CONNECTED as soon as TCP is up; a frame sent before the key exchange travels
+    without the session key and the peer drops the whole connection for it."""
+    import types
+
+    from pysyncobj.tcp_connection import CONNECTION_STATE
+
+    from raftqueue.raft.transport import HardenedTransport
+
+    class Conn:
+        state = CONNECTION_STATE.CONNECTED
+        sendRandKey = None
+
+        def __init__(self) -> None:
+            self.sent: list = []
+
+        def send(self, message) -> None:
+            self.sent.append(message)
+
+    class Node:
+        address = "127.0.0.1:1"
+
+    node, conn = Node(), Conn()
+    transport = HardenedTransport.__new__(HardenedTransport)
+    transport._syncObj = types.SimpleNamespace(encryptor=object(), blocked_peers=set())
+    transport._connections = {node: conn}
+    transport._send_random_sleep_duration = 0
+    message = {"type": "append_entries", "term": 1}
+    assert transport.send(node, message) is False and conn.sent == []
+    conn.sendRandKey = os.urandom(32)  # the peer's key arrived: the exchange is done
+    assert transport.send(node, message) is True and conn.sent == [message]
