@@ -9,11 +9,18 @@ Scenarios (jobs/s and p50/p95/p99 latency each):
   1 submit, one job per request, 64 concurrent clients
   2 full life cycle, one job per request: 64 producers + 64 long-polling workers (submit, lease, ack)
   3 full life cycle batched: submit batches of 100, lease max_jobs 100, batch ack
-  4 fixed offered load of 1,000 submits/s (open loop): submit latency and submit->ack latency
-  5 lease+ack rate with 1,000 / 100,000 / 1,000,000 jobs queued
+  4 fixed offered load of 1,000 submits/s (open loop, one job per request): submit latency and submit->ack
+    latency; 8 long-polling workers lease up to 50 jobs at a time and ack them in one request, as
+    `raftqueue worker` leases as many jobs as it has free slots
+  5 lease+ack rate with 1,000 / 100,000 / 1,000,000 jobs queued (timed once no node is writing the snapshot
+    the preload caused)
   6 RSS of each node and disk of each data dir after 1,000,000 jobs went through, and over a soak
 In 2 and 3 producers wait while more than 1,000 / 10,000 jobs are unacked (a steady state, not a backlog that
 grows all run); scenario 3 runs 8 producers and 16 workers.
+Before the first scenario, 5 s of unmeasured life cycles warm the cluster up (connections, the first
+elections, the first snapshot); `--warmup 0` skips it. The header also prints how long fdatasync takes on the
+disk of the data directory: a disk that stalls for hundreds of milliseconds now and then (a shared virtual
+disk does) sets every p99 that waits for an fsync, whatever the queue does.
 The load generator is this process (asyncio, keep-alive via `rawhttp`, requests spread over all nodes); the
 nodes are separate processes. On a shared 2-core machine they compete for the same cores: the figures include that.
 """
@@ -214,11 +221,12 @@ async def scenario_batched(load: Load, seconds: float, producers: int = 8, worke
                              backlog=10_000)
 
 
-async def scenario_fixed_rate(load: Load, seconds: float, rate: int = 1000, workers: int = 32) -> dict:
+async def scenario_fixed_rate(load: Load, seconds: float, rate: int = 1000, workers: int = 8,
+                              max_jobs: int = 50) -> dict:
     stop = asyncio.Event()
     acked: list[int] = []
     e2e: list[float] = []
-    tasks = await _workers(load, "s4", workers, stop, acked, e2e)
+    tasks = await _workers(load, "s4", workers, stop, acked, e2e, max_jobs=max_jobs)
     submit_lat: list[float] = []
     pending: set[asyncio.Task] = set()
 
@@ -243,7 +251,7 @@ async def scenario_fixed_rate(load: Load, seconds: float, rate: int = 1000, work
     stop.set()
     await asyncio.gather(*tasks)
     return summary(f"4 fixed {rate}/s submits", len(submit_lat), elapsed, submit_lat,
-                   {"offered_per_s": rate, "submit_p50_ms": round(pct(submit_lat, .5), 2),
+                   {"offered_per_s": rate, "workers": workers, "lease_max_jobs": max_jobs, "submit_p50_ms": round(pct(submit_lat, .5), 2),
                     "submit_p99_ms": round(pct(submit_lat, .99), 2), "e2e_p50_ms": round(pct(e2e, .5), 2),
                     "e2e_p99_ms": round(pct(e2e, .99), 2)})
 
@@ -262,10 +270,37 @@ async def preload(load: Load, queue: str, count: int, concurrency: int = 8) -> N
     await asyncio.gather(*[loader() for _ in range(concurrency)])
 
 
-async def scenario_lease_ack_at(load: Load, queued: int, seconds: float, workers: int = 64) -> dict:
+def snapshot_children(cluster: LocalCluster) -> int:
+    """How many nodes have a forked child right now: a node writes its snapshots from one."""
+    busy = 0
+    for node in cluster.nodes:
+        try:
+            busy += any(Path(task, "children").read_text().strip()
+                        for task in Path(f"/proc/{node.pid}/task").iterdir())
+        except OSError:
+            pass
+    return busy
+
+
+async def settle(cluster: LocalCluster | None, limit_s: float) -> None:
+    """Wait (at most `limit_s`) until no node is writing a snapshot: a million-job snapshot takes seconds of
+    CPU on every node, and a rate measured meanwhile measures the snapshot. A second without one is quiet."""
+    if cluster is None:
+        await asyncio.sleep(min(limit_s, 10.0))
+        return
+    end, quiet_since = time.perf_counter() + limit_s, time.perf_counter()
+    while time.perf_counter() < end and time.perf_counter() - quiet_since < 1.0:
+        await asyncio.sleep(0.2)
+        if snapshot_children(cluster):
+            quiet_since = time.perf_counter()
+
+
+async def scenario_lease_ack_at(load: Load, cluster: LocalCluster | None, queued: int, seconds: float,
+                                workers: int = 64) -> dict:
     queue = f"s5-{queued}"
     await preload(load, queue, queued)
-    await asyncio.sleep(min(10.0, 1.0 + queued / 100_000))  # let the snapshot the preload caused finish
+    await asyncio.sleep(1.0)  # the preload's last entries trigger the snapshot, if one is due
+    await settle(cluster, 120.0)
     stop = asyncio.Event()
     acked: list[int] = []
     e2e: list[float] = []
@@ -300,15 +335,51 @@ async def scenario_lease_ack_at(load: Load, queued: int, seconds: float, workers
                    {"latency": "lease+ack"})
 
 
-def node_rss_mb(pid: int) -> float:
+def node_rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now (VmRSS) or the most it has been since the process started (VmHWM)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
+
+
+def fsync_probe(directory: Path, seconds: float = 2.0) -> dict:
+    """fdatasync latency of small appends in `directory`, the cost every commit pays at least once."""
+    path = directory / ".fsync-probe"
+    times: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            os.write(fd, b"x" * 300)
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return {"calls": len(times), "p50_ms": round(pct(times, .5), 2), "p999_ms": round(pct(times, .999), 2),
+            "max_ms": round(max(times), 1), "over_50ms": sum(t > 50 for t in times)}
+
+
+async def warm_up(load: Load, seconds: float, clients: int = 16) -> None:
+    """Unmeasured life cycles: the first seconds of a new cluster (connections, a second election, the first
+    snapshot) are not what any scenario is about."""
+    end = time.perf_counter() + seconds
+
+    async def client(c: int) -> None:  # whole life cycles, so that no job is left behind to skew 5 and 6
+        n = 0
+        while time.perf_counter() < end:
+            n += 1
+            await load.post("/jobs", job_body(f"warmup-{c}", n))
+            status, job = await load.post("/jobs/lease", {"queue": f"warmup-{c}", "lease_ms": 30_000})
+            if status == 200 and job:
+                await load.post(f"/jobs/{job['job_id']}/ack", {"lease_token": job["lease_token"]})
+    await asyncio.gather(*[client(c) for c in range(clients)])
 
 
 def dir_mb(path: Path) -> float:
@@ -397,7 +468,8 @@ async def scenario_live_rss(load: Load, cluster: LocalCluster | None, live: int)
     await asyncio.sleep(2.0)
     count = await live_now()
     return {"scenario": f"6 RSS with {count:,} live jobs", "live_jobs": count,
-            "rss_mb": [round(node_rss_mb(n.pid), 1) for n in cluster.nodes]}
+            "rss_mb": [round(node_rss_mb(n.pid), 1) for n in cluster.nodes],
+            "peak_rss_mb": [round(node_rss_mb(n.pid, "VmHWM"), 1) for n in cluster.nodes]}
 
 
 # ----- driver -------------------------------------------------------------------------------------------------
@@ -422,8 +494,10 @@ async def run(args: argparse.Namespace) -> int:
         urls = [u.rstrip("/") for u in args.urls.split(",")]
     else:
         data = Path(args.data_dir or tempfile.mkdtemp(prefix="raftqueue-bench-"))
+        data.mkdir(parents=True, exist_ok=True)
+        disk = fsync_probe(data, 0.5 if args.quick else 2.0)
         ports = free_ports(2 * args.nodes)
-        extra = ["--log-level", "WARNING", "--retention", args.retention]
+        extra = ["--log-level", args.node_log_level, "--retention", args.retention]
         cluster = LocalCluster(data, nodes=args.nodes, http_ports=ports[:args.nodes], raft_ports=ports[args.nodes:],
                                extra_args=extra)
         cluster.start_all()
@@ -432,13 +506,19 @@ async def run(args: argparse.Namespace) -> int:
         key = cluster.admin_key
     q = args.quick
     seconds = 2.0 if q else args.seconds
-    rows = []
+    rows: list[dict] = []
     print(f"command: {' '.join(sys.argv)}")
     print(f"machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}; "
           f"{'existing cluster ' + ','.join(urls) if args.urls else f'{args.nodes} local nodes, fsync on'}; "
           "load generator: this process", flush=True)
+    if cluster is not None:
+        print(f"disk: fdatasync of a 300-byte append in {data}: p50 {disk['p50_ms']} ms, p99.9 {disk['p999_ms']} ms, "
+              f"max {disk['max_ms']} ms, {disk['over_50ms']} of {disk['calls']:,} calls over 50 ms", flush=True)
+        rows.append({"scenario": "disk fdatasync probe", **disk})
     try:
         async with Load(urls, key) as load:
+            if args.warmup > 0:
+                await warm_up(load, 1.0 if q else args.warmup)
             for scenario in args.scenarios:
                 if scenario == 1:
                     rows.append(await scenario_submit(load, seconds))
@@ -450,7 +530,7 @@ async def run(args: argparse.Namespace) -> int:
                     rows.append(await scenario_fixed_rate(load, seconds, rate=200 if q else 1000))
                 elif scenario == 5:
                     for queued in ([100, 1000] if q else args.queued):
-                        rows.append(await scenario_lease_ack_at(load, queued, seconds))
+                        rows.append(await scenario_lease_ack_at(load, cluster, queued, seconds))
                         print(render(rows[-1]), flush=True)
                     continue
                 elif scenario == 6:
@@ -482,6 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--retention", default="1m", help="node retention during the run (purge keeps disk flat)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--node-log-level", default="WARNING",
+                        help="log level of the nodes this script starts (INFO shows snapshots and elections)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of unmeasured life cycles before the first "
+                                                                    "scenario")
     from raftqueue.server import install_fast_loop
     install_fast_loop()
     return asyncio.run(run(parser.parse_args(argv)))
