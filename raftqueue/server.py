@@ -68,6 +68,7 @@ async def run(config: NodeConfig) -> int:
     await replica.start()
     gctune.freeze()
     freezer = asyncio.get_running_loop().create_task(_freeze_periodically())
+    lag_watch = asyncio.get_running_loop().create_task(_watch_loop_lag())
     if config.debug_routes:
         log.warning("--debug-routes: fault-injection routes (/debug/clock, /debug/partition) are ENABLED")
     if config.no_auth:
@@ -100,10 +101,24 @@ async def run(config: NodeConfig) -> int:
     await stop.wait()
     log.info("shutting down: no new requests, finishing in-flight ones")
     freezer.cancel()
+    lag_watch.cancel()
     await runner.cleanup()
     await replica.close()
     log.info("stopped")
     return 0
+
+
+async def _watch_loop_lag(every_s: float = 0.1, slow_s: float = 0.5) -> None:
+    """Log when the event loop was blocked (every request and proposal waits for it), at most every 10 s."""
+    loop = asyncio.get_running_loop()
+    last_log = 0.0
+    while True:
+        started = loop.time()
+        await asyncio.sleep(every_s)
+        late = loop.time() - started - every_s
+        if late > slow_s and loop.time() - last_log > 10.0:
+            last_log = loop.time()
+            log.warning("event loop blocked for %.2f s", late)
 
 
 async def _freeze_periodically() -> None:
