@@ -46,11 +46,14 @@ from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLea
 from raftqueue.raft.files import fsync_dir
 from raftqueue.raft.journal import DurableJournal
 from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, decode_snapshot, read_snapshot,
-                                          write_snapshot)
+                                          read_snapshot_header, write_snapshot)
 from raftqueue.raft.transfer import SnapshotTransfer
 from raftqueue.raft.transport import HardenedTransport
 
 log = logging.getLogger("raftqueue.raft")
+# A tick loop longer than this is logged (at most every 10 s): followers start an election after 0.3-0.6 s
+# without heartbeats, and every commit waits for this loop.
+SLOW_TICK_S = 0.5
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2  # pysyncobj.syncobj._RAFT_STATE
 ROLE_NAMES = {FOLLOWER: "follower", CANDIDATE: "candidate", LEADER: "leader"}
@@ -164,6 +167,7 @@ class RaftNode(SyncObj):
         self._compaction_pid = 0
         self._compaction_header: SnapshotHeader | None = None
         self._compaction_retry_at = 0.0
+        self._last_slow_tick_log = 0.0
         self._force_compaction = False
         self._snapshot_size = (-1, 0)  # (snapshot index, bytes of its file), see _last_snapshot_bytes
         self._transmission = b""
@@ -243,13 +247,23 @@ class RaftNode(SyncObj):
         self._transfer.close()
 
     def _run(self) -> None:
+        slow_s = SLOW_TICK_S
         while not self._stop_event.is_set():
             try:
+                started = time.monotonic()
                 self._journal.sync()
+                synced = time.monotonic()
                 self._maybe_prevote()
                 self.doTick(self._settings.tick_wait_s)
+                ticked = time.monotonic()
                 self._send_deferred_acks()
                 self._journal.sync()
+                ended = time.monotonic()
+                if ended - started > slow_s and ended - self._last_slow_tick_log > 10.0:
+                    # Heartbeats and commits wait for this loop: a stall here is a stall of the cluster.
+                    self._last_slow_tick_log = ended
+                    log.warning("raft tick took %.2f s (fsync %.2f s, tick %.2f s, acks+fsync %.2f s)",
+                                ended - started, synced - started, ticked - synced, ended - ticked)
             except Exception:  # a bug must not kill replication: log it and keep ticking
                 log.exception("raft tick failed")
                 time.sleep(self._settings.tick_wait_s)
@@ -674,7 +688,7 @@ class RaftNode(SyncObj):
     def _install_incoming_snapshot(self, node, leader_commit: int) -> None:
         incoming = self._settings.data_dir / "snapshot.incoming"
         try:
-            header, body = decode_snapshot(Path(incoming).read_bytes())
+            header = read_snapshot_header(incoming)  # the body (hundreds of MB) stays on disk unless needed
         except (OSError, CorruptSnapshot) as exc:
             log.error("snapshot from %s unusable: %s", node, exc)
             return
@@ -683,7 +697,13 @@ class RaftNode(SyncObj):
         if first <= header.index <= last and journal[header.index - first][2] == header.term:
             # D7: we already hold the snapshot's last entry; keep our log and everything after it (Raft §7).
             Path(incoming).unlink(missing_ok=True)
+            log.info("snapshot at index %d from %s not needed: this log holds that entry", header.index, node)
         else:
+            try:
+                header, body = decode_snapshot(Path(incoming).read_bytes())
+            except (OSError, CorruptSnapshot) as exc:
+                log.error("snapshot from %s unusable: %s", node, exc)
+                return
             if header.index <= self._SyncObj__raftLastApplied:
                 log.critical("raft: snapshot at %d conflicts with applied state at %d; ignoring it",
                              header.index, self._SyncObj__raftLastApplied)

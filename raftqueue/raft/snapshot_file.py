@@ -111,6 +111,36 @@ def decode_snapshot(data: bytes) -> tuple[SnapshotHeader, bytes]:
     return header, body
 
 
+def read_snapshot_header(path: str | os.PathLike[str], chunk_bytes: int = 4 << 20) -> SnapshotHeader:
+    """The header of the snapshot file at `path`, after checking the whole file's CRC chunk by chunk: deciding
+    whether a snapshot is needed must not load hundreds of MB (and zlib.crc32 lets other threads run)."""
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise CorruptSnapshot("not a raftqueue snapshot (bad magic)")
+        try:
+            (head_len,) = _U32.unpack(f.read(_U32.size))
+            head = f.read(head_len)
+            (body_len,) = _U64.unpack(f.read(_U64.size))
+        except struct.error as exc:
+            raise CorruptSnapshot(f"truncated snapshot: {exc}") from exc
+        if len(head) != head_len:
+            raise CorruptSnapshot("truncated snapshot")
+        crc, left = zlib.crc32(head), body_len
+        while left > 0:
+            chunk = f.read(min(chunk_bytes, left))
+            if not chunk:
+                raise CorruptSnapshot("truncated snapshot")
+            crc = zlib.crc32(chunk, crc)
+            left -= len(chunk)
+        tail = f.read(_U32.size)
+        if len(tail) != _U32.size or _U32.unpack(tail)[0] != crc:
+            raise CorruptSnapshot("snapshot checksum mismatch")
+    try:
+        return SnapshotHeader.from_json(head)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CorruptSnapshot(f"bad snapshot header: {exc}") from exc
+
+
 def read_snapshot(path: str | os.PathLike[str]) -> tuple[SnapshotHeader, bytes] | None:
     """The snapshot at `path`, or None if there is none."""
     try:

@@ -8,7 +8,8 @@ import zlib
 import pytest
 
 from raftqueue.raft.journal import NO_OP_COMMAND, CorruptLog, DurableJournal
-from raftqueue.raft.snapshot_file import CorruptSnapshot, SnapshotHeader, read_snapshot, write_snapshot
+from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, read_snapshot, read_snapshot_header,
+                                          write_snapshot)
 from raftqueue.raft.transport import bounded_decompress, safe_loads
 
 
@@ -121,6 +122,24 @@ def test_snapshot_round_trip_and_damage_detection(tmp_path):
     assert read_snapshot(tmp_path / "missing.bin") is None
 
 
+def test_snapshot_header_is_read_with_the_whole_files_crc_checked_in_chunks(tmp_path):
+    header = SnapshotHeader(index=7, term=2, prev=(b"p", 6, 2), last=(b"l", 7, 2), members=["a:1"])
+    path = tmp_path / "snap.bin"
+    write_snapshot(path, header, b"0123456789" * 1000)
+    assert read_snapshot_header(path, chunk_bytes=333) == header
+    good = path.read_bytes()
+    for position in (len(good) // 2, len(good) - 1):  # damage in the body, then in the CRC itself
+        damaged = bytearray(good)
+        damaged[position] ^= 1
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(CorruptSnapshot):
+            read_snapshot_header(path, chunk_bytes=333)
+    for cut in (5, 30, len(good) - 2):
+        path.write_bytes(good[:cut])
+        with pytest.raises(CorruptSnapshot):
+            read_snapshot_header(path)
+
+
 def test_raft_frames_unpickle_without_globals():
     message = {"type": "append_entries", "term": 3, "entries": [(b"\x00cmd", 5, 3), (b"", 6, 3)],
                "serialized": (b"chunk", True, False), "commit_index": 4, "prevLogIdx": 4, "prevLogTerm": 3}
@@ -209,3 +228,34 @@ def test_no_frame_goes_out_on_a_connection_before_its_session_keys_are_swapped()
     assert transport.send(node, message) is False and conn.sent == []
     conn.sendRandKey = os.urandom(32)  # the peer's key arrived: the exchange is done
     assert transport.send(node, message) is True and conn.sent == [message]
+
+
+def test_a_snapshot_whose_last_entry_the_log_holds_is_dropped_without_loading_it(tmp_path, caplog):
+    """D7 (Raft §7): a follower that already holds the snapshot's last entry keeps its log and its state. It
+    decides that from the header, so a snapshot of a big state does not stall the node while it is read."""
+    import logging
+
+    from raftqueue.clock import Clock
+    from raftqueue.localcluster import free_ports
+    from raftqueue.raft.node import RaftNode, RaftSettings
+    from raftqueue.replicated_store import ReplicatedStore
+
+    own, peer = free_ports(2)
+    state = ReplicatedStore(Clock(0), retention_ms=60_000)
+    node = RaftNode(RaftSettings(self_addr=f"127.0.0.1:{own}", peer_addrs=[f"127.0.0.1:{peer}"],
+                                 data_dir=tmp_path, fsync=False), state)
+    try:
+        journal = node._journal
+        for index in range(journal[-1][1] + 1, 11):
+            journal.add(b"\x00entry%d" % index, index, 1)
+        header = SnapshotHeader(index=6, term=1, prev=journal[4], last=journal[5])
+        incoming = tmp_path / "snapshot.incoming"
+        write_snapshot(incoming, header, b"not a store snapshot: it must never be read", fsync=False)
+        caplog.set_level(logging.INFO, logger="raftqueue.raft")
+        node._install_incoming_snapshot(node._SyncObj__otherNodes.copy().pop(), leader_commit=6)
+        assert [entry[1] for entry in journal][-1] == 10 and journal[5][1] == 6  # the whole log is kept
+        assert not incoming.exists() and state.state_index == 0
+        assert node.commit_index == 6
+        assert "not needed" in caplog.text
+    finally:
+        node._doDestroy()
