@@ -24,7 +24,9 @@ EXTRA_DEFAULTS = {"lease_ms": None, "worker_id": None, "result": None, "result_e
 
 
 class _Extra:
-    """An attribute kept in the job's optional `x` dict; reading an unset one gives its default."""
+    """An attribute kept in the job's optional `x`, created when the first rare field is set; reading an unset
+    one gives its default. `x` is None, a (name, value) pair when one field is set (the usual case: a result,
+    or the worker id; 56 bytes where a one-key dict takes 184), or a dict for two or more."""
 
     __slots__ = ("name", "default")
 
@@ -36,26 +38,46 @@ class _Extra:
         if job is None:
             return self
         x = job.x
-        return self.default if x is None else x.get(self.name, self.default)
+        if x is None:
+            return self.default
+        if type(x) is tuple:
+            return x[1] if x[0] == self.name else self.default
+        return x.get(self.name, self.default)
 
     def __set__(self, job, value) -> None:
-        x = job.x
-        if value is None or value == self.default:
-            if x is not None and self.name in x:
-                del x[self.name]
-                if not x:
+        x, name = job.x, self.name
+        if value is None or value == self.default:  # back to the default: forget the field
+            if x is None:
+                return
+            if type(x) is tuple:
+                if x[0] == name:
                     job.x = None
+            elif name in x:
+                del x[name]
+                job.x = next(iter(x.items())) if len(x) == 1 else (x or None)
         elif x is None:
-            job.x = {self.name: value}
+            job.x = (name, value)
+        elif type(x) is tuple:
+            job.x = (name, value) if x[0] == name else {x[0]: x[1], name: value}
         else:
-            x[self.name] = value
+            x[name] = value
+
+
+def extras_dict(x) -> dict | None:
+    """A job's `x` as a dict (what snapshots store), whichever form it is kept in."""
+    return {x[0]: x[1]} if type(x) is tuple else x
+
+
+def extras_kept(x: dict | None):
+    """The form `x` is kept in for a dict read from a snapshot."""
+    return next(iter(x.items())) if x is not None and len(x) == 1 else (x or None)
 
 
 class Job:
     __slots__ = CORE + ("x", "ver", "waiting")
 
     def __init__(self) -> None:
-        self.x = None       # the rarely-set fields (see EXTRA_DEFAULTS), or None
+        self.x = None       # the rarely-set fields (see EXTRA_DEFAULTS and _Extra): None, a pair or a dict
         self.ver = 0        # bumped whenever the job leaves an index: stale heap entries are recognised by it
         self.waiting = 0    # depends_on entries not yet ACKED (derived; rebuilt on restore)
 

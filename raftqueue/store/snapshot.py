@@ -19,7 +19,7 @@ from sortedcontainers import SortedList
 
 from raftqueue.store.indexes import _QueueReady
 from raftqueue.store.model import (ACKED, CORE, DEAD, READY, RETRY, RUNNING, SCHEDULED, STATE_CODE, STATES,
-                                   TERMINAL, Job)
+                                   TERMINAL, Job, extras_dict, extras_kept)
 
 if TYPE_CHECKING:
     from raftqueue.store.store import JobStore
@@ -42,7 +42,7 @@ def encode(store: "JobStore") -> bytes:
         previous = at
     extras = []
     for job in jobs:
-        x = job.x
+        x = extras_dict(job.x)
         if x is not None and ("depends_on" in x or "backoff" in x):
             x = dict(x)
             if "depends_on" in x:
@@ -108,7 +108,7 @@ def decode(data: bytes, store: "JobStore") -> "JobStore":
                 x["depends_on"] = tuple(x["depends_on"])
             if "backoff" in x:
                 x["backoff"] = tuple(x["backoff"])
-        job.x = x
+        job.x = extras_kept(x)
         job.ver = 0
         job.waiting = 0
         jobs[job_id] = job
