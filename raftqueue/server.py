@@ -14,7 +14,7 @@ from aiohttp import web
 
 from raftqueue.api.app import create_app
 from raftqueue.api.context import Settings
-from raftqueue import gctune
+from raftqueue import gctune, malloc_tune
 from raftqueue.api.validation import Defaults, Limits
 from raftqueue.clock import Clock
 from raftqueue.config import ConfigError, NodeConfig
@@ -63,6 +63,8 @@ async def run(config: NodeConfig) -> int:
     if not config.fsync:
         log.warning("fsync is OFF (--no-fsync): acknowledged writes can be lost on power loss or an OS crash")
     gctune.configure()
+    if not malloc_tune.fix_mmap_threshold():
+        log.info("not glibc: malloc's mmap threshold left as it is")
     clock = Clock(config.clock_offset_ms)
     replica = Replica(replica_config(config), clock=clock)
     await replica.start()
