@@ -45,8 +45,8 @@ from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLea
                                    ProposalError, ReplicaClosed)
 from raftqueue.raft.files import fsync_dir
 from raftqueue.raft.journal import DurableJournal
-from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, decode_snapshot, read_snapshot,
-                                          read_snapshot_header, write_snapshot)
+from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, read_snapshot, read_snapshot_header,
+                                          write_snapshot)
 from raftqueue.raft.transfer import SnapshotTransfer
 from raftqueue.raft.transport import HardenedTransport
 
@@ -700,10 +700,13 @@ class RaftNode(SyncObj):
             log.info("snapshot at index %d from %s not needed: this log holds that entry", header.index, node)
         else:
             try:
-                header, body = decode_snapshot(Path(incoming).read_bytes())
+                loaded = read_snapshot(incoming)
+                if loaded is None:
+                    raise CorruptSnapshot("the file is gone")
             except (OSError, CorruptSnapshot) as exc:
                 log.error("snapshot from %s unusable: %s", node, exc)
                 return
+            header, body = loaded
             if header.index <= self._SyncObj__raftLastApplied:
                 log.critical("raft: snapshot at %d conflicts with applied state at %d; ignoring it",
                              header.index, self._SyncObj__raftLastApplied)

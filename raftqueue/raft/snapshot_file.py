@@ -17,6 +17,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -82,69 +83,56 @@ def write_snapshot(path: str | os.PathLike[str], header: SnapshotHeader, body: b
         fsync_dir(path.parent)
 
 
-def decode_snapshot(data: bytes) -> tuple[SnapshotHeader, bytes]:
-    """Parse and verify a whole snapshot file's bytes."""
-    view = memoryview(data)
-    if bytes(view[:len(MAGIC)]) != MAGIC:
+def _read_from(f: BinaryIO, keep_body: bool, chunk_bytes: int = 4 << 20) -> tuple[SnapshotHeader, bytes | None]:
+    """Parse and verify a snapshot from a file object. The body is returned only if `keep_body`; otherwise it
+    is only checksummed, chunk by chunk (zlib.crc32 lets other threads run meanwhile)."""
+    if f.read(len(MAGIC)) != MAGIC:
         raise CorruptSnapshot("not a raftqueue snapshot (bad magic)")
-    pos = len(MAGIC)
     try:
-        (head_len,) = _U32.unpack_from(view, pos)
-        pos += _U32.size
-        head = bytes(view[pos:pos + head_len])
-        pos += head_len
-        (body_len,) = _U64.unpack_from(view, pos)
-        pos += _U64.size
-        body = bytes(view[pos:pos + body_len])
-        pos += body_len
-        (crc,) = _U32.unpack_from(view, pos)
+        (head_len,) = _U32.unpack(f.read(_U32.size))
+        head = f.read(head_len)
+        (body_len,) = _U64.unpack(f.read(_U64.size))
     except struct.error as exc:
         raise CorruptSnapshot(f"truncated snapshot: {exc}") from exc
-    if len(head) != head_len or len(body) != body_len:
+    if len(head) != head_len:
         raise CorruptSnapshot("truncated snapshot")
-    if zlib.crc32(body, zlib.crc32(head)) != crc:
-        raise CorruptSnapshot("snapshot checksum mismatch")
-    try:
-        header = SnapshotHeader.from_json(head)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise CorruptSnapshot(f"bad snapshot header: {exc}") from exc
-    return header, body
-
-
-def read_snapshot_header(path: str | os.PathLike[str], chunk_bytes: int = 4 << 20) -> SnapshotHeader:
-    """The header of the snapshot file at `path`, after checking the whole file's CRC chunk by chunk: deciding
-    whether a snapshot is needed must not load hundreds of MB (and zlib.crc32 lets other threads run)."""
-    with open(path, "rb") as f:
-        if f.read(len(MAGIC)) != MAGIC:
-            raise CorruptSnapshot("not a raftqueue snapshot (bad magic)")
-        try:
-            (head_len,) = _U32.unpack(f.read(_U32.size))
-            head = f.read(head_len)
-            (body_len,) = _U64.unpack(f.read(_U64.size))
-        except struct.error as exc:
-            raise CorruptSnapshot(f"truncated snapshot: {exc}") from exc
-        if len(head) != head_len:
+    crc, body = zlib.crc32(head), None
+    if keep_body:
+        body = f.read(body_len)
+        if len(body) != body_len:
             raise CorruptSnapshot("truncated snapshot")
-        crc, left = zlib.crc32(head), body_len
+        crc = zlib.crc32(body, crc)
+    else:
+        left = body_len
         while left > 0:
             chunk = f.read(min(chunk_bytes, left))
             if not chunk:
                 raise CorruptSnapshot("truncated snapshot")
             crc = zlib.crc32(chunk, crc)
             left -= len(chunk)
-        tail = f.read(_U32.size)
-        if len(tail) != _U32.size or _U32.unpack(tail)[0] != crc:
-            raise CorruptSnapshot("snapshot checksum mismatch")
+    tail = f.read(_U32.size)
+    if len(tail) != _U32.size or _U32.unpack(tail)[0] != crc:
+        raise CorruptSnapshot("snapshot checksum mismatch")
     try:
-        return SnapshotHeader.from_json(head)
+        return SnapshotHeader.from_json(head), body
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CorruptSnapshot(f"bad snapshot header: {exc}") from exc
 
 
+def read_snapshot_header(path: str | os.PathLike[str], chunk_bytes: int = 4 << 20) -> SnapshotHeader:
+    """The header of the snapshot file at `path`, with the whole file's CRC checked but the body not loaded:
+    deciding whether a snapshot is needed must not load hundreds of MB."""
+    with open(path, "rb") as f:
+        return _read_from(f, keep_body=False, chunk_bytes=chunk_bytes)[0]
+
+
 def read_snapshot(path: str | os.PathLike[str]) -> tuple[SnapshotHeader, bytes] | None:
-    """The snapshot at `path`, or None if there is none."""
+    """The snapshot at `path`, CRC-checked, or None if there is none."""
     try:
-        data = Path(path).read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         return None
-    return decode_snapshot(data)
+    with f:
+        header, body = _read_from(f, keep_body=True)
+    assert body is not None
+    return header, body

@@ -54,7 +54,7 @@ class _Extra:
                     job.x = None
             elif name in x:
                 del x[name]
-                job.x = next(iter(x.items())) if len(x) == 1 else (x or None)
+                job.x = extras_kept(x)
         elif x is None:
             job.x = (name, value)
         elif type(x) is tuple:
