@@ -45,8 +45,10 @@ def emit_json(value: Any) -> None:
 
 
 def _console():
+    """Rich squeezes tables into 80 columns when stdout is not a terminal (a pipe, a log, `| grep`), which cut
+    every cell of `cluster status` to a few letters; there a table takes the width it needs."""
     from rich.console import Console
-    return Console()
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _cell(value: Any) -> str:
