@@ -48,6 +48,7 @@ from raftqueue.raft.journal import DurableJournal
 from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, read_snapshot, read_snapshot_header,
                                           write_snapshot)
 from raftqueue.raft.transfer import SnapshotTransfer
+from raftqueue.raft.frame_cipher import FrameCipher
 from raftqueue.raft.transport import HardenedTransport
 
 log = logging.getLogger("raftqueue.raft")
@@ -175,6 +176,8 @@ class RaftNode(SyncObj):
         # Chaos testing only (set through the node's debug routes): Raft peers whose traffic is dropped both
         # ways, as a network partition would. Empty in normal operation.
         self.blocked_peers: frozenset[str] = frozenset()
+        # Read by HardenedTransport for every connection it makes, from inside SyncObj.__init__.
+        self.frame_cipher = FrameCipher(settings.password) if settings.password else None
 
         # Load the newest valid snapshot, restore the state from it, and open the log after it.
         snapshot = self._load_newest_snapshot()

@@ -180,21 +180,74 @@ def test_compaction_waits_until_the_log_is_worth_a_share_of_the_snapshot(tmp_pat
     assert node._compaction_due(100, 0) and not node._compaction_due(99, 999)
 
 
-@pytest.mark.parametrize("size", [10, 100_000])
-def test_frames_round_trip_plain_when_small_and_compressed_when_large(size):
-    from raftqueue.raft.transport import COMPRESS_MIN_BYTES, SafeTcpConnection
-    conn = object.__new__(SafeTcpConnection)  # the frame codec only: no socket, no poller
-    conn.sendRandKey = conn.recvRandKey = conn.encryptor = None
+def _codec(cipher=None):
+    """A SafeTcpConnection reduced to its frame codec: no socket, no poller."""
+    from raftqueue.raft.transport import SafeTcpConnection
+    conn = object.__new__(SafeTcpConnection)
+    conn.sendRandKey = conn.recvRandKey = None
+    conn.encryptor = object() if cipher else None
+    conn.frame_cipher = cipher
     conn._TcpConnection__writeBuffer = b""
+    conn._TcpConnection__readBuffer = b""
     conn._TcpConnection__trySendBuffer = lambda: None
+    conn.disconnected = False
+    conn.disconnect = lambda: setattr(conn, "disconnected", True)
+    return conn
+
+
+def _take_frame(sender) -> bytes:
+    frame, sender._TcpConnection__writeBuffer = sender._TcpConnection__writeBuffer, b""
+    return frame
+
+
+def _deliver(frame: bytes, receiver):
+    receiver._TcpConnection__readBuffer += frame
+    return receiver._TcpConnection__processParseMessage()
+
+
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_frames_without_a_secret_are_plain_pickle_and_zlib_frames_are_still_read(size):
+    import pickle
+    import zlib
+    sender, receiver = _codec(), _codec()
     message = {"type": "append_entries", "entries": [(b"x" * size, 7, 2)], "term": 2}
-    conn.send(message)
-    frame = conn._TcpConnection__writeBuffer
-    assert frame[4:5] == (b"\x80" if size < COMPRESS_MIN_BYTES else b"\x78")  # pickle PROTO vs zlib header
-    assert len(frame) < 2_000                                               # the big one was compressed
-    conn._TcpConnection__readBuffer = frame
-    assert conn._TcpConnection__processParseMessage() == message
-    assert conn._TcpConnection__readBuffer == b""
+    sender.send(message)
+    frame = _take_frame(sender)
+    assert frame[4:5] == b"\x80"  # pickle PROTO: never compressed (zlib cost more CPU than it saved wire)
+    assert _deliver(frame, receiver) == message and receiver._TcpConnection__readBuffer == b""
+    old = zlib.compress(pickle.dumps(message, protocol=5), 1)  # what an older member sends
+    assert _deliver(len(old).to_bytes(4, "little") + old, receiver) == message
+
+
+def test_sealed_frames_follow_the_handshake_and_refuse_replays_reordering_and_other_secrets():
+    """With a secret: the first frame goes under the master key, the rest under the per-direction key derived
+    from the session key the receiver picked, with a counter nonce, so a replayed or reordered frame fails."""
+    from raftqueue.raft.frame_cipher import FrameCipher
+    cipher = FrameCipher("s3cret")
+    out, inc = _codec(cipher), _codec(cipher)
+    # The library's handshake: the initiator sends the key it will receive under, the acceptor answers with its.
+    out.recvRandKey = os.urandom(32)
+    out.send(out.recvRandKey)
+    hello = _take_frame(out)
+    inc.sendRandKey = _deliver(hello, inc)
+    assert inc.sendRandKey == out.recvRandKey
+    inc.recvRandKey = os.urandom(32)
+    inc.send(inc.recvRandKey)
+    out.sendRandKey = _deliver(_take_frame(inc), out)
+    assert out.sendRandKey == inc.recvRandKey
+    frames = []
+    for n in range(3):
+        out.send({"type": "append_entries", "n": n, "entries": [(b"y" * 5000, n, 1)]})
+        frames.append(_take_frame(out))
+    assert b"y" * 100 not in b"".join(frames)  # encrypted
+    assert _deliver(frames[0], inc)["n"] == 0
+    assert _deliver(frames[2], inc) is None and inc.disconnected  # frame 1 skipped: the counter disagrees
+    inc2 = _codec(cipher)
+    inc2.recvRandKey = inc.recvRandKey
+    assert _deliver(frames[0], inc2)["n"] == 0
+    assert _deliver(frames[0], inc2) is None and inc2.disconnected  # a replay
+    other = _codec(FrameCipher("another secret"))
+    assert _deliver(hello, other) is None and other.disconnected
 
 
 def test_no_frame_goes_out_on_a_connection_before_its_session_keys_are_swapped():
