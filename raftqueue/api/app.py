@@ -55,7 +55,6 @@ async def error_middleware(request: web.Request, handler):
 
 
 TOUCH_TASK = web.AppKey("touch_task", asyncio.Task)
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="raftqueue"'}
 
 
 def auth_middleware(ctx: Context, authenticator: auth.Authenticator | None):
@@ -80,7 +79,7 @@ def auth_middleware(ctx: Context, authenticator: auth.Authenticator | None):
         if token is None and resource.canonical == "/events":
             token = request.query.get("token")  # EventSource cannot send headers; never logged
         if token is None:
-            raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>", _CHALLENGE)
+            raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>", auth.CHALLENGE)
         identity = authenticator.authenticate(token)
         if identity is auth.UNKNOWN_KEY:
             leader = ctx.replica.leader
@@ -91,12 +90,7 @@ def auth_middleware(ctx: Context, authenticator: auth.Authenticator | None):
                     return await ctx.batcher.forward(request, body, leader)
                 except (ForwardNotSent, ForwardBroken):
                     pass
-            identity = None
-        if identity is None:
-            raise ApiError(401, "unauthorized", "the API key is invalid or revoked", _CHALLENGE)
-        if scope not in identity.scopes:
-            raise ApiError(403, "forbidden", f"a {identity.type} key does not have the scope {scope}")
-        request["identity"] = identity
+        request["identity"] = identity = auth.check_identity(identity, scope)
         authenticator.note_use(identity, ctx.replica.clock.now_ms())
         return await handler(request)
     return middleware
@@ -133,7 +127,9 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
     app.add_routes(keys.routes)
     app.router.add_get("/metrics", handle_metrics)
     app.add_routes(dashboard.routes)
-    app.router.add_post(batch_forward.PATH, lambda request: batch_forward.handle_batch(request, ctx.batch_key))
+    ctx.authenticator = authenticator
+    app.router.add_post(batch_forward.PATH,
+                        lambda request: batch_forward.handle_batch(request, ctx.batch_key, ctx.propose_forwarded))
     if debug_routes:
         from raftqueue.api import debug
         app.add_routes(debug.routes)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from raftqueue.api.errors import ApiError
+
 TYPES = ("client", "worker", "admin")
 ALL_SCOPES = frozenset({"jobs:submit", "jobs:read", "jobs:cancel", "jobs:lease", "jobs:ack", "jobs:admin",
                         "keys:read", "keys:admin", "cluster:admin", "metrics:read"})
@@ -32,6 +34,7 @@ TYPE_SCOPES = {
     "admin": sorted(ALL_SCOPES),
 }
 OPEN = "open"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="raftqueue"'}
 
 # (method, canonical route) -> scope
 ROUTE_SCOPES: dict[tuple[str, str], str] = {
@@ -133,6 +136,15 @@ class Authenticator:
         """Key uses since the last call, rounded down to the minute (last_used_at is coarse on purpose)."""
         used, self.used = self.used, {}
         return {key_id: ms - ms % 60_000 for key_id, ms in used.items()}
+
+
+def check_identity(identity, scope: str) -> Identity:
+    """`identity` if it holds `scope`; 401 for a refused key (None or UNKNOWN_KEY), 403 for a missing scope."""
+    if identity is None or identity is UNKNOWN_KEY:
+        raise ApiError(401, "unauthorized", "the API key is invalid or revoked", CHALLENGE)
+    if scope not in identity.scopes:
+        raise ApiError(403, "forbidden", f"a {identity.type} key does not have the scope {scope}")
+    return identity
 
 
 def bearer(request) -> str | None:

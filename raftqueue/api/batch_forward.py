@@ -7,9 +7,20 @@ up to `MAX_IN_FLIGHT` batches at once, so a lone request goes out at once (no ad
 grow with load, like group commit. The leader runs every item through the normal route table and middlewares
 (same validation, same auth, same answers) concurrently, so their proposals share Raft entries too.
 
+Two kinds of item share a batch:
+- a request: the leader runs it through the route table and middlewares like a request of its own. Used for
+  reads, long-polls' kin and writes whose plan reads state or has side effects.
+- a planned write ("k": "p"): the follower has already parsed, validated and planned the write (the routes
+  that mark their plan pure), and sends only the store commands and the client's key. The leader checks the
+  key, stamps and proposes, and answers (index, results); the follower renders the response. A forwarded
+  submit then costs the leader a proposal, not a whole request (routing, middlewares, parsing, rendering).
+
 Frame (both ways): u32 length of a JSON header, the header, then the raw bodies back to back. Request items:
 {"m": method, "p": path+query, "h": {header: value}, "n": body length}; response items:
-{"s": status, "h": {header: value}, "n": body length}. Bodies are passed on as bytes, never re-encoded.
+{"s": status, "h": {header: value}, "n": body length}. Planned writes: {"k": "p", "r": [method, route],
+"t": bearer token or null, "n": length of the JSON command list}; answers {"s": 200, "i": raft index,
+"l": leader id, "n": length of the JSON results} or {"s": status, "e": code, "m": message, "h": headers,
+"n": 0}, where "e": "retry" means the leader certainly did not apply it. Bodies are passed on as bytes.
 The endpoint is authenticated with an HMAC of the frame under a key derived from the cluster secret; with no
 secret (a loopback-only dev cluster) it accepts only requests from loopback addresses.
 """
@@ -22,7 +33,7 @@ import hashlib
 import hmac
 import struct
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -30,6 +41,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from raftqueue.api.errors import ApiError
 from raftqueue.api.forward import ForwardBroken, ForwardNotSent, error_reason
 from raftqueue.replica import Member
 
@@ -113,7 +125,15 @@ class InternalRequest(dict):
         return self._body
 
 
-async def handle_batch(request: web.Request, key: bytes | None) -> web.Response:
+PLANNED = "p"
+ProposeForwarded = Callable[[dict, bytes], Awaitable[tuple[dict, bytes]]]
+
+
+class LeaderRetry(Exception):
+    """The leader answered that it certainly did not apply a planned write (it is no longer the leader)."""
+
+
+async def handle_batch(request: web.Request, key: bytes | None, propose: ProposeForwarded) -> web.Response:
     frame = await request.read()
     if not verify(key, frame, request.headers.get(AUTH_HEADER), request.remote):
         return web.Response(status=401, text="bad batch signature")
@@ -123,7 +143,9 @@ async def handle_batch(request: web.Request, key: bytes | None) -> web.Response:
         return web.Response(status=400, text="bad batch frame")
     app = request.app
 
-    async def run(item: dict, body: bytes) -> web.Response:
+    async def run(item: dict, body: bytes) -> web.Response | tuple[dict, bytes]:
+        if item.get("k") == PLANNED:
+            return await propose(item, body)
         headers = {k: v for k, v in dict(item.get("h") or {}).items() if k in _PASS_REQUEST}
         sub = InternalRequest(app, str(item.get("m", "GET")), str(item.get("p", "/")), headers, body,
                               request.remote)
@@ -138,6 +160,12 @@ async def handle_batch(request: web.Request, key: bytes | None) -> web.Response:
     responses = await asyncio.gather(*[run(item, body) for item, body in items], return_exceptions=True)
     out_items, bodies = [], []
     for response in responses:
+        if isinstance(response, tuple):  # a planned write's answer
+            meta, body = response
+            meta["n"] = len(body)
+            out_items.append(meta)
+            bodies.append(body)
+            continue
         if isinstance(response, BaseException) or not isinstance(response, web.Response):
             body = orjson.dumps({"error": {"code": "internal", "message": "internal error"}})
             out_items.append({"s": 500, "h": {"Content-Type": "application/json"}, "n": len(body)})
@@ -194,9 +222,29 @@ class BatchForwarder:
 
     async def forward(self, request: web.Request, body: bytes, leader: Member) -> web.Response:
         headers = {name: request.headers[name] for name in _PASS_REQUEST if name in request.headers}
+        meta, answer = await self._enqueue(leader, {"m": request.method, "p": request.rel_url.path_qs,
+                                                   "h": headers}, body)
+        return web.Response(status=int(meta["s"]), body=answer, headers=dict(meta.get("h") or {}))
+
+    async def propose(self, request: web.Request, commands: list[dict], leader: Member) -> tuple[int, list, str]:
+        """A planned write: (raft index, store results, leader id). ApiError for the leader's refusals,
+        LeaderRetry when it certainly did not apply the commands."""
+        route = request.match_info.route.resource
+        token = request.headers.get("Authorization", "")
+        item = {"k": PLANNED, "r": [request.method, route.canonical if route is not None else request.path],
+                "t": token[7:].strip() if token.startswith("Bearer ") else None}
+        meta, answer = await self._enqueue(leader, item, orjson.dumps(commands))
+        if meta.get("s") == 200:
+            return int(meta["i"]), orjson.loads(answer), str(meta.get("l") or leader.id)
+        if meta.get("e") == "retry":
+            raise LeaderRetry(str(meta.get("m", "")))
+        raise ApiError(int(meta.get("s", 500)), str(meta.get("e", "internal")), str(meta.get("m", "")),
+                       dict(meta.get("h") or {}))
+
+    async def _enqueue(self, leader: Member, meta: dict, body: bytes) -> tuple[dict, bytes]:
+        meta["n"] = len(body)
         future = asyncio.get_running_loop().create_future()
-        self._queues[leader.id].append(_Item({"m": request.method, "p": request.rel_url.path_qs, "h": headers,
-                                              "n": len(body)}, body, future))
+        self._queues[leader.id].append(_Item(meta, body, future))
         self._kick(leader)
         return await future
 
@@ -227,10 +275,11 @@ class BatchForwarder:
                 if resp.status != 200:
                     raise ForwardBroken(f"the leader refused a forwarded batch ({resp.status})")
             answers = decode_frame(data)
-            for item, (meta, body) in zip(batch, answers):
+            if len(answers) != len(batch):
+                raise ValueError(f"{len(answers)} answers to {len(batch)} forwarded requests")
+            for item, answer in zip(batch, answers):
                 if not item.future.done():
-                    item.future.set_result(web.Response(status=int(meta["s"]), body=body,
-                                                        headers=dict(meta.get("h") or {})))
+                    item.future.set_result(answer)
             self.batches_sent += 1
             self.items_sent += len(batch)
         except asyncio.CancelledError:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+
+import orjson
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from raftqueue.api.errors import ApiError, store_error
-from raftqueue.api.batch_forward import BatchForwarder, batch_key
+from raftqueue.api import auth
+from raftqueue.api.batch_forward import BatchForwarder, LeaderRetry, batch_key
 from raftqueue.api.auth import forward_key
 from raftqueue.api.forward import Forwarder, ForwardBroken, ForwardNotSent
 from raftqueue.api.validation import Defaults, Limits
@@ -60,6 +63,7 @@ class Context:
         self.batcher = BatchForwarder(settings.node_id, self.batch_key, lambda: replica.leader,
                                       settings.forward_timeout_s, ssl=ssl_context)
         self.extras: dict = {}  # seams for later pieces (auth, metrics, long-poll, events)
+        self.authenticator: auth.Authenticator | None = None  # set by create_app; None with --no-auth
 
     # ----- bodies --------------------------------------------------------------------------------------------
     async def body(self, request: web.Request, limit: int | None = None) -> bytes:
@@ -78,17 +82,21 @@ class Context:
         return data
 
     # ----- writes --------------------------------------------------------------------------------------------
-    def raft_headers(self, index: int) -> dict[str, str]:
-        return {"X-Raft-Index": str(index), "X-Raft-Leader": self.settings.node_id}
+    def raft_headers(self, index: int, leader_id: str | None = None) -> dict[str, str]:
+        return {"X-Raft-Index": str(index), "X-Raft-Leader": leader_id or self.settings.node_id}
 
     async def write(self, request: web.Request, plan: Callable[[bytes], Plan], body: bytes | None = None,
-                    ) -> web.Response:
-        """Run a write here if leader, else proxy it; bounded wait through elections."""
+                    pure_plan: bool = False) -> web.Response:
+        """Run a write here if leader, else proxy it; bounded wait through elections.
+
+        `pure_plan`: the plan reads no state and its render has no side effects, so on a follower it runs
+        here (bad input is refused without a trip to the leader) and only the commands go to the leader."""
         if body is None:
             body = await self.body(request)
         replica = self.replica
         deadline = time.monotonic() + self.settings.leader_wait_s
         forwarded = request.get("forwarded", False)
+        planned: Plan | None = None
         while True:
             if replica.is_leader:
                 commands, render = plan(body)  # validation errors surface here as 4xx
@@ -110,9 +118,17 @@ class Context:
                 leader = replica.leader
                 if leader is not None and leader.id != self.settings.node_id and not forwarded:
                     try:
-                        return await self.batcher.forward(request, body, leader)
-                    except ForwardNotSent:
-                        pass  # the leader is gone: wait for the next one
+                        if not pure_plan:
+                            return await self.batcher.forward(request, body, leader)
+                        if planned is None:
+                            planned = plan(body)
+                        commands, render = planned
+                        index, results, leader_id = await self.batcher.propose(request, commands, leader)
+                        response = render(index, results)
+                        response.headers.update(self.raft_headers(index, leader_id))
+                        return response
+                    except (ForwardNotSent, LeaderRetry):
+                        pass  # the leader is gone, or was no longer leader: wait for the next one
                     except ForwardBroken as exc:
                         raise ApiError(504, "commit_timeout",
                                        f"the leader stopped answering ({exc}); the write may or may not have "
@@ -121,6 +137,34 @@ class Context:
                 raise ApiError(503, "no_leader", "no leader is available (an election is in progress); retry",
                                {"Retry-After": "1"})
             await asyncio.sleep(0.02)
+
+    async def propose_forwarded(self, item: dict, body: bytes) -> tuple[dict, bytes]:
+        """The leader's side of a follower's planned write (batch_forward): check the client's key against
+        the route's scope, stamp and propose the commands, answer (index, results) for the follower to render."""
+        try:
+            if self.authenticator is not None:
+                method, route = item["r"]
+                scope = auth.ROUTE_SCOPES.get((str(method), str(route)), "cluster:admin")
+                token = item.get("t")
+                identity = self.authenticator.authenticate(str(token)) if token else None
+                auth.check_identity(identity, scope)
+            commands = orjson.loads(body)
+            if not isinstance(commands, list) or not commands or not all(isinstance(c, dict) for c in commands):
+                raise ApiError(400, "bad_request", "a planned write must be a non-empty list of commands")
+            index, results = await self.replica.propose(commands, timeout=self.settings.propose_timeout_s)
+        except (NotLeader, NoLeader, NotCommitted, ReplicaClosed) as exc:
+            return {"s": 503, "e": "retry", "m": str(exc)}, b""
+        except CommitUnknown as exc:
+            error = ApiError(504, "commit_timeout", f"{exc}; retry with the same idempotency_key")
+        except Overloaded as exc:
+            error = ApiError(429, "overloaded", str(exc), {"Retry-After": "1"})
+        except ApiError as exc:
+            error = exc
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+            error = ApiError(400, "bad_request", f"a malformed planned write ({type(exc).__name__})")
+        else:
+            return {"s": 200, "i": index, "l": self.settings.node_id}, orjson.dumps(results)
+        return {"s": error.status, "e": error.code, "m": error.message, "h": error.headers}, b""
 
     # ----- reads ---------------------------------------------------------------------------------------------
     async def read(self, request: web.Request, local: Callable[[], Awaitable[web.Response] | web.Response],

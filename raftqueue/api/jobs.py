@@ -44,7 +44,7 @@ async def submit(request: web.Request) -> web.Response:
             result = _one(ctx, results)
             return json_response(submit_view(result), 200 if result.get("duplicate") else 201)
         return [command], render
-    return await ctx.write(request, plan)
+    return await ctx.write(request, plan, pure_plan=True)
 
 
 @routes.post("/jobs/batch")
@@ -58,7 +58,7 @@ async def submit_batch(request: web.Request) -> web.Response:
             result = _one(ctx, results)
             return json_response({"job_ids": result["job_ids"]}, 201)
         return [command], render
-    return await ctx.write(request, plan)
+    return await ctx.write(request, plan, pure_plan=True)
 
 
 # ----- lease (with long-poll) -----------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ async def ack_batch(request: web.Request) -> web.Response:
             result = _one(ctx, results)
             return json_response({"results": result["results"]})
         return [command], render
-    return await ctx.write(request, plan)
+    return await ctx.write(request, plan, pure_plan=True)
 
 
 def _single_job_write(build):
@@ -160,7 +160,7 @@ def _single_job_write(build):
                 result = _one(ctx, results)
                 return json_response(_times(result))
             return [command], render
-        return await ctx.write(request, plan)
+        return await ctx.write(request, plan, pure_plan=True)
     return handler
 
 
@@ -182,7 +182,7 @@ async def retry_dead(request: web.Request) -> web.Response:
         def render(index: int, results: list) -> web.Response:
             return json_response({"count": _one(ctx, results)["count"]})
         return [command], render
-    return await ctx.write(request, plan)
+    return await ctx.write(request, plan, pure_plan=True)
 
 
 routes.post("/jobs/{job_id}/ack")(_single_job_write(lambda ctx, job, body: v.ack_command(job, body, ctx.limits)))

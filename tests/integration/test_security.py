@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from raftqueue.api.auth import OPEN, ROUTE_SCOPES, TYPE_SCOPES
@@ -188,6 +189,33 @@ async def test_spoofed_forwarding_headers_get_nothing(api):
     status, answer, _ = await api.post(leader, "/_internal/forward", raw=b"\x02\x00\x00\x00{}",
                                        headers={"X-Raftqueue-Batch-Auth": f"{int(time.time())}.00"})
     assert status == 401
+
+
+async def test_a_planned_write_is_checked_against_the_key_on_the_leader(api, cluster):
+    """A follower sends a pure write to the leader as store commands plus the client's key. The leader still
+    decides: a key it refuses (revoked there but not yet on the follower, or unknown) or one without the
+    route's scope gets 401/403 in the batch answer, and nothing is proposed."""
+    from raftqueue.api.batch_forward import AUTH_HEADER, PATH, batch_key, decode_frame, encode_frame, sign
+    keys = await _make_keys(api, owner="planned")
+    leader = await api.leader()
+    secret = cluster.secret_path.read_text().strip()
+    command = [{"kind": "submit", "queue": "planned-q", "payload": "1"}]
+    body = orjson.dumps(command)
+    cases = [(cluster.admin_key, 200), (None, 401), ("client_0123456789ab_not-a-real-secret", 401),
+             (keys["worker"], 403), (keys["client"], 200)]
+    items = [{"k": "p", "r": ["POST", "/jobs"], "t": token, "n": len(body)} for token, _ in cases]
+    frame = encode_frame(items, [body] * len(items))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(api.cluster.urls[leader] + PATH, data=frame,
+                                headers={AUTH_HEADER: sign(batch_key(secret), frame)}) as resp:
+            assert resp.status == 200
+            answers = decode_frame(await resp.read())
+    for (token, want), (meta, answer) in zip(cases, answers):
+        assert meta["s"] == want, (token, meta)
+        if want == 200:
+            assert orjson.loads(answer)[0]["state"] == "READY" and meta["l"] == cluster.ids[leader]
+    status, listed, _ = await api.get(leader, "/jobs?queue=planned-q")
+    assert status == 200 and len(listed["jobs"]) == 2  # only the two accepted keys proposed anything
 
 
 async def test_pickle_probe_against_raft_ports_runs_nothing(api, cluster, tmp_path):
