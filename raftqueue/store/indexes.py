@@ -122,31 +122,68 @@ class TimeIndex:
 
 
 class ListingIndex:
-    """(queue, state) -> jobs sorted by (created_at, id): newest-first pages in O(log n + limit)."""
+    """(queue, state) -> jobs sorted by (created_at, id): newest-first pages in O(log n + limit).
+
+    Moves are recorded and applied to the sorted lists in one pass (`settle`) before anything reads them, or
+    every SETTLE_EVERY jobs. A job that goes READY -> RUNNING -> ACKED between two settles costs one sorted-list
+    operation or two instead of five, and one created and purged in between costs none: under load the lists
+    were a quarter of the store's apply time. The lists are not part of snapshots or digests."""
+
+    SETTLE_EVERY = 4096
 
     def __init__(self) -> None:
-        self.lists: dict[tuple[str, str], SortedList] = {}
+        self._lists: dict[tuple[str, str], SortedList] = {}
+        # job id -> [key it is filed under in _lists (or None), key it belongs under now (or None), sort key]
+        self._moves: dict[str, list] = {}
+
+    @property
+    def lists(self) -> dict[tuple[str, str], SortedList]:
+        self.settle()
+        return self._lists
 
     def add(self, job: Job) -> None:
-        key = (job.queue, job.state)
-        lst = self.lists.get(key)
-        if lst is None:
-            lst = self.lists[key] = SortedList()
-        lst.add((job.created_at, job.id))
+        move = self._moves.get(job.id)
+        if move is None:
+            self._record(job, None, (job.queue, job.state))
+        else:
+            move[1] = (job.queue, job.state)
 
     def remove(self, job: Job) -> None:
-        key = (job.queue, job.state)
-        lst = self.lists[key]
-        lst.remove((job.created_at, job.id))
-        if not lst:
-            del self.lists[key]
+        move = self._moves.get(job.id)
+        if move is None:
+            self._record(job, (job.queue, job.state), None)
+        else:
+            move[1] = None
+
+    def _record(self, job: Job, filed: tuple | None, now: tuple | None) -> None:
+        self._moves[job.id] = [filed, now, (job.created_at, job.id)]
+        if len(self._moves) >= self.SETTLE_EVERY:
+            self.settle()
+
+    def settle(self) -> None:
+        moves, self._moves = self._moves, {}
+        lists = self._lists
+        for filed, now, key in moves.values():
+            if filed == now:
+                continue
+            if filed is not None:
+                lst = lists[filed]
+                lst.remove(key)
+                if not lst:
+                    del lists[filed]
+            if now is not None:
+                lst = lists.get(now)
+                if lst is None:
+                    lst = lists[now] = SortedList()
+                lst.add(key)
 
     def newest_first(self, queue: str | None, state: str | None, before: tuple | None) -> Iterator[tuple]:
         """(created_at, id) keys, newest first, strictly older than `before` when given."""
-        keys = sorted(k for k in self.lists if (queue is None or k[0] == queue) and (state is None or k[1] == state))
+        self.settle()
+        keys = sorted(k for k in self._lists if (queue is None or k[0] == queue) and (state is None or k[1] == state))
         iterators = []
         for key in keys:
-            lst = self.lists[key]
+            lst = self._lists[key]
             if before is None:
                 iterators.append(reversed(lst))
             else:
