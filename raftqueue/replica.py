@@ -5,7 +5,7 @@
     index, results = await replica.propose([{"kind": "submit", ...}], timeout=5.0)
     with replica.reading() as store: store.get(job_id)
     await replica.wait_applied(index, timeout=1.0)      # read-your-writes on any node
-    replica.status()                                    # for /cluster
+    await replica.status()                              # for /cluster
 
 Only this module and `raftqueue.raft` know PySyncObj. Proposals are stamped here (leader time, ids, token
 entropy), encoded with orjson, and gathered by the node's tick thread into one log entry per tick (group
@@ -171,14 +171,16 @@ class Replica:
 
         node.submit(Proposal(encoded, done))
         started = time.perf_counter()
+        # One timer on our own future instead of wait_for(shield(...)), which makes two more futures and a
+        # task's worth of callbacks per proposal. A result that arrives after the timeout is dropped (_settle).
+        expiry = loop.call_later(timeout, _expire, future, timeout)
         try:
-            answer = await asyncio.wait_for(asyncio.shield(future), timeout)
-            if self.on_committed is not None:
-                self.on_committed(time.perf_counter() - started)
-            return answer
-        except asyncio.TimeoutError:
-            future.add_done_callback(_consume)
-            raise CommitUnknown(f"not committed within {timeout:.1f} s; it may still commit") from None
+            answer = await future
+        finally:
+            expiry.cancel()
+        if self.on_committed is not None:
+            self.on_committed(time.perf_counter() - started)
+        return answer
 
     async def barrier(self, timeout: float = 5.0) -> int:
         """Commit a no-op through this node as leader: afterwards its state includes every earlier commit."""
@@ -258,7 +260,7 @@ class Replica:
     def is_ready(self) -> bool:
         return self.node is not None and self.node.is_ready()
 
-    def status(self, with_digest: bool = True) -> dict:
+    async def status(self, with_digest: bool = True) -> dict:
         node = self._require_node()
         leader = self.leader
         raft_view = {entry["raft_addr"]: entry for entry in node.members()}
@@ -282,10 +284,9 @@ class Replica:
             "members": members,
         }
         if with_digest:
-            with self.state.lock:
-                state_index, digest = self.state.digest()
-                out["applied_index"] = max(node.applied_index, state_index)
-                out["state_digest"] = digest
+            state_index, digest = await self.state.digest_async()
+            out["applied_index"] = max(out["applied_index"], state_index)
+            out["state_digest"] = digest
         return out
 
     def force_compaction(self) -> None:
@@ -366,10 +367,9 @@ class Replica:
                 future.set_result(True)
 
 
-def _consume(future: asyncio.Future) -> None:
-    """Retrieve an abandoned proposal's outcome so asyncio does not warn about it."""
-    if not future.cancelled():
-        future.exception()
+def _expire(future: asyncio.Future, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(CommitUnknown(f"not committed within {timeout:.1f} s; it may still commit"))
 
 
 def _settle(future: asyncio.Future, index, results, error) -> None:

@@ -5,7 +5,10 @@ It is deliberately not the SyncObj itself, so nothing unpicklable (locks, callba
 """
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
+import os
 import threading
 from typing import Callable
 
@@ -13,6 +16,7 @@ import orjson
 
 from raftqueue import gctune
 from raftqueue.clock import Clock
+from raftqueue.forked import prepare_child
 from raftqueue.stamping import COMMAND_VERSION
 log = logging.getLogger("raftqueue.state")
 
@@ -23,7 +27,16 @@ EXPIRE_MIN_INTERVAL_MS = 10
 PURGE_MIN_INTERVAL_MS = 1000
 
 
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class ReplicatedStore:
+    INLINE_DIGEST_JOBS = 50_000  # ~70 ms under the lock; above this the digest is hashed in a forked child
+
     def __init__(self, clock: Clock, retention_ms: int, store_cls: type | None = None) -> None:
         if store_cls is None:
             from raftqueue.store import JobStore
@@ -39,6 +52,7 @@ class ReplicatedStore:
         self._last_expire_ms = 0
         self._last_purge_ms = 0
         self._digest: tuple[int, str] | None = None
+        self._digest_lock = asyncio.Lock()
 
     def apply_entry(self, blob: bytes, index: int) -> list:
         try:
@@ -97,9 +111,53 @@ class ReplicatedStore:
         return commands
 
     def digest(self) -> tuple[int, str]:
-        """(state index, digest), cached per index: hashing a million jobs takes about a second."""
+        """(state index, digest), cached per index. Holds the lock throughout: for small states only (tests,
+        the store benchmark). A node serving requests uses `digest_async`."""
         with self.lock:
             if self._digest is None or self._digest[0] != self.state_index:
                 with gctune.paused():
                     self._digest = (self.state_index, self.store.digest())
             return self._digest
+
+    async def digest_async(self) -> tuple[int, str]:
+        """(state index, digest) without stalling the node on a big state.
+
+        Hashing serialises every job: about 1.4 s and the state's size in memory per million jobs. Under the
+        lock that stalled applies, and with them the Raft heartbeats, for seconds: one `cluster status` on a
+        two-million-job node cost a leader election. Above INLINE_DIGEST_JOBS the lock is held only to fork;
+        a child hashes its frozen copy and writes the result to a pipe."""
+        async with self._digest_lock:  # concurrent callers share one computation
+            with self.lock:
+                if self._digest is not None and self._digest[0] == self.state_index:
+                    return self._digest
+                if len(self.store.jobs) < self.INLINE_DIGEST_JOBS:
+                    with gctune.paused():
+                        self._digest = (self.state_index, self.store.digest())
+                    return self._digest
+                index = self.state_index
+                read_end, write_end = os.pipe()
+                parent = os.getpid()
+                pid = os.fork()
+                if pid == 0:
+                    code = 1
+                    try:
+                        os.close(read_end)
+                        prepare_child(parent)
+                        gc.disable()
+                        os.write(write_end, self.store.digest().encode())
+                        code = 0
+                    finally:
+                        os._exit(code)
+            os.close(write_end)
+            loop = asyncio.get_running_loop()
+            try:
+                text = await loop.run_in_executor(None, _read_all, read_end)
+            finally:
+                os.close(read_end)
+                await loop.run_in_executor(None, os.waitpid, pid, 0)
+            if len(text) != 64:
+                raise RuntimeError("the digest child failed")
+            with self.lock:
+                if self._digest is None or self._digest[0] < index:
+                    self._digest = (index, text.decode())
+            return index, text.decode()

@@ -59,7 +59,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 @routes.get("/cluster")
 async def cluster(request: web.Request) -> web.Response:
-    return _json(_own_status(request, request.query.get("digest", "1") != "0"))
+    return _json(await _own_status(request, request.query.get("digest", "1") != "0"))
 
 
 @routes.get("/cluster/nodes")
@@ -67,7 +67,7 @@ async def cluster_nodes(request: web.Request) -> web.Response:
     """Every member's /cluster, asked by this node (with the caller's key), so one URL shows the whole cluster;
     a member that does not answer is listed with an `error`."""
     ctx = request.app[CTX]
-    own = _own_status(request, True)
+    own = await _own_status(request, True)
     headers = {"Authorization": request.headers["Authorization"]} if "Authorization" in request.headers else {}
     if not headers and request.query.get("token"):
         headers = {"Authorization": f"Bearer {request.query['token']}"}
@@ -89,9 +89,9 @@ async def cluster_nodes(request: web.Request) -> web.Response:
     return _json({"asked_by": ctx.settings.node_id, "nodes": list(nodes)})
 
 
-def _own_status(request: web.Request, with_digest: bool) -> dict:
+async def _own_status(request: web.Request, with_digest: bool) -> dict:
     ctx = request.app[CTX]
-    status = ctx.replica.status(with_digest=with_digest)
+    status = await ctx.replica.status(with_digest=with_digest)
     status["version"] = __version__
     status["forwarding"] = {"batches": ctx.batcher.batches_sent, "requests": ctx.batcher.items_sent}
     status.update(ctx.extras.get("cluster_flags", {}))

@@ -494,6 +494,11 @@ async def run(args: argparse.Namespace) -> int:
         urls = [u.rstrip("/") for u in args.urls.split(",")]
     else:
         data = Path(args.data_dir or tempfile.mkdtemp(prefix="raftqueue-bench-"))
+        if data.exists() and any(data.iterdir()):
+            # A cluster started on an earlier run's data carries its jobs, terms and snapshots: every figure
+            # after that would be wrong (seen: 2M queued instead of 1M, and a 15 s start).
+            print(f"--data-dir {data} is not empty: give an empty or new directory", file=sys.stderr)
+            return 2
         data.mkdir(parents=True, exist_ok=True)
         disk = fsync_probe(data, 0.5 if args.quick else 2.0)
         ports = free_ports(2 * args.nodes)

@@ -97,7 +97,7 @@ async def main(args: argparse.Namespace) -> None:
         return _json(await run_bench(replica, body["concurrency"], body["count"], body.get("payload_bytes", 200)))
 
     async def status(request: web.Request) -> web.Response:
-        return _json(replica.status(with_digest=request.query.get("digest", "1") == "1"))
+        return _json(await replica.status(with_digest=request.query.get("digest", "1") == "1"))
 
     async def keys(request: web.Request) -> web.Response:
         with replica.reading() as store:

@@ -25,12 +25,10 @@ readers on other threads take the state machine's lock. Proposals cross over thr
 from __future__ import annotations
 
 import collections
-import ctypes
 import functools
 import logging
 import os
 import signal
-import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ from raftqueue.raft.journal import DurableJournal
 from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, read_snapshot, read_snapshot_header,
                                           write_snapshot)
 from raftqueue.raft.transfer import SnapshotTransfer
+from raftqueue.forked import prepare_child
 from raftqueue.raft.frame_cipher import FrameCipher
 from raftqueue.raft.transport import HardenedTransport
 
@@ -121,28 +120,6 @@ def _error_for(reason: int) -> ProposalError:
     if reason == FAIL_REASON.REQUEST_DENIED:
         return NotCommitted("the request was denied")
     return CommitUnknown(f"outcome unknown (raft reason {reason})")
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """In a forked snapshot child: get SIGKILL if the node dies, so an orphan never outlives it."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def _close_inherited_sockets() -> None:
-    """A snapshot child must not keep the node's listening ports open after the node dies."""
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fd = int(name)
-            if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                os.close(fd)
-        except (ValueError, OSError):
-            continue
 
 
 class RaftNode(SyncObj):
@@ -628,8 +605,7 @@ class RaftNode(SyncObj):
         if pid == 0:  # child: write the snapshot of the state as of `applied`, then vanish
             code = 1
             try:
-                _die_with_parent(parent)
-                _close_inherited_sockets()
+                prepare_child(parent)
                 write_snapshot(target, header, self._state.snapshot_body(), fsync=self._settings.fsync)
                 code = 0
             finally:
