@@ -4,12 +4,13 @@ A follower proxies every write it receives. One HTTP request per client request 
 request and the leader a server request each; under load that was a third of the cluster's CPU. So a
 follower queues forwarded requests per leader and sends them in batches over `POST /_internal/forward`:
 up to `MAX_IN_FLIGHT` batches at once, so a lone request goes out at once (no added latency) and batches
-grow with load, like group commit. The leader runs every item through the normal route table and middlewares
-(same validation, same auth, same answers) concurrently, so their proposals share Raft entries too.
+grow with load, like group commit. The leader handles the items of a batch concurrently, so their proposals
+share Raft entries too.
 
 Two kinds of item share a batch:
-- a request: the leader runs it through the route table and middlewares like a request of its own. Used for
-  reads, long-polls' kin and writes whose plan reads state or has side effects.
+- a request: the leader runs it through the route table and middlewares like a request of its own (same
+  validation, same auth, same answers). Used for reads, for requests with a key the follower does not know
+  yet, and for writes whose plan reads state or has side effects.
 - a planned write ("k": "p"): the follower has already parsed, validated and planned the write (the routes
   that mark their plan pure), and sends only the store commands and the client's key. The leader checks the
   key, stamps and proposes, and answers (index, results); the follower renders the response. A forwarded

@@ -1,6 +1,7 @@
 """What every handler needs, in one object stored on the app; plus the write and read paths.
 
-Write path (`write`): on the leader, validate -> propose -> render; on a follower, proxy to the leader.
+Write path (`write`): on the leader, validate -> propose -> render; on a follower, validate and plan here and
+send the leader only the commands (routes whose plan is pure), or proxy the request.
 While there is no leader, wait a bounded time for one, then answer 503 no_leader with Retry-After.
 Read path (`read`): `?consistency=stale|leader|linearizable` and `?min_index=N` (read-your-writes anywhere).
 """
@@ -8,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-
-import orjson
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from raftqueue.api.errors import ApiError, store_error
