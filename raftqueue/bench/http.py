@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import orjson
 
 from raftqueue.bench.rawhttp import HTTPFailed, RawHTTP
@@ -467,7 +468,10 @@ async def scenario_live_rss(load: Load, cluster: LocalCluster | None, live: int)
     await preload(load, "s6-live", max(0, live - before))
     await asyncio.sleep(2.0)
     count = await live_now()
+    async with aiohttp.ClientSession() as session:  # the leader and the followers may differ (seen: by 450 MB)
+        statuses = [await cluster.cluster_status(i, session) for i in range(cluster.size)]
     return {"scenario": f"6 RSS with {count:,} live jobs", "live_jobs": count,
+            "roles": [s["role"] if s else "?" for s in statuses],
             "rss_mb": [round(node_rss_mb(n.pid), 1) for n in cluster.nodes],
             "peak_rss_mb": [round(node_rss_mb(n.pid, "VmHWM"), 1) for n in cluster.nodes]}
 
