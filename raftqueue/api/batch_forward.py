@@ -42,6 +42,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from raftqueue.api.auth import bearer
 from raftqueue.api.errors import ApiError
 from raftqueue.api.forward import ForwardBroken, ForwardNotSent, error_reason
 from raftqueue.replica import Member
@@ -231,9 +232,8 @@ class BatchForwarder:
         """A planned write: (raft index, store results, leader id). ApiError for the leader's refusals,
         LeaderRetry when it certainly did not apply the commands."""
         route = request.match_info.route.resource
-        token = request.headers.get("Authorization", "")
         item = {"k": PLANNED, "r": [request.method, route.canonical if route is not None else request.path],
-                "t": token[7:].strip() if token.startswith("Bearer ") else None}
+                "t": bearer(request)}
         meta, answer = await self._enqueue(leader, item, orjson.dumps(commands))
         if meta.get("s") == 200:
             return int(meta["i"]), orjson.loads(answer), str(meta.get("l") or leader.id)

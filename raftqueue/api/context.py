@@ -100,17 +100,9 @@ class Context:
         while True:
             if replica.is_leader:
                 commands, render = plan(body)  # validation errors surface here as 4xx
-                try:
-                    index, results = await replica.propose(commands, timeout=self.settings.propose_timeout_s)
-                except (NotLeader, NoLeader, NotCommitted):
-                    pass  # certainly not applied: safe to try again once a leader is known
-                except CommitUnknown as exc:
-                    raise ApiError(504, "commit_timeout", f"{exc}; retry with the same idempotency_key") from None
-                except Overloaded as exc:
-                    raise ApiError(429, "overloaded", str(exc), {"Retry-After": "1"}) from None
-                except ReplicaClosed:
-                    raise ApiError(503, "no_leader", "this node is shutting down", {"Retry-After": "1"}) from None
-                else:
+                outcome = await self.propose_here(commands)
+                if outcome is not None:  # None: certainly not applied, try again once a leader is known
+                    index, results = outcome
                     response = render(index, results)
                     response.headers.update(self.raft_headers(index))
                     return response
@@ -138,6 +130,22 @@ class Context:
                                {"Retry-After": "1"})
             await asyncio.sleep(0.02)
 
+    async def propose_here(self, commands: list, unknown: str = "retry with the same idempotency_key",
+                           ) -> tuple[int, list] | None:
+        """Propose on this node as leader: (index, results); None when the commands were certainly not applied
+        (this node lost leadership: try again); ApiError for an unknown outcome (504, `unknown` says what the
+        client should do), overload (429) or shutdown (503)."""
+        try:
+            return await self.replica.propose(commands, timeout=self.settings.propose_timeout_s)
+        except (NotLeader, NoLeader, NotCommitted):
+            return None
+        except CommitUnknown as exc:
+            raise ApiError(504, "commit_timeout", f"{exc}; {unknown}") from None
+        except Overloaded as exc:
+            raise ApiError(429, "overloaded", str(exc), {"Retry-After": "1"}) from None
+        except ReplicaClosed:
+            raise ApiError(503, "no_leader", "this node is shutting down", {"Retry-After": "1"}) from None
+
     async def propose_forwarded(self, item: dict, body: bytes) -> tuple[dict, bytes]:
         """The leader's side of a follower's planned write (batch_forward): check the client's key against
         the route's scope, stamp and propose the commands, answer (index, results) for the follower to render."""
@@ -151,18 +159,15 @@ class Context:
             commands = orjson.loads(body)
             if not isinstance(commands, list) or not commands or not all(isinstance(c, dict) for c in commands):
                 raise ApiError(400, "bad_request", "a planned write must be a non-empty list of commands")
-            index, results = await self.replica.propose(commands, timeout=self.settings.propose_timeout_s)
-        except (NotLeader, NoLeader, NotCommitted, ReplicaClosed) as exc:
-            return {"s": 503, "e": "retry", "m": str(exc)}, b""
-        except CommitUnknown as exc:
-            error = ApiError(504, "commit_timeout", f"{exc}; retry with the same idempotency_key")
-        except Overloaded as exc:
-            error = ApiError(429, "overloaded", str(exc), {"Retry-After": "1"})
+            outcome = await self.propose_here(commands)
         except ApiError as exc:
             error = exc
-        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
             error = ApiError(400, "bad_request", f"a malformed planned write ({type(exc).__name__})")
         else:
+            if outcome is None:
+                return {"s": 503, "e": "retry", "m": "this node is no longer the leader"}, b""
+            index, results = outcome
             return {"s": 200, "i": index, "l": self.settings.node_id}, orjson.dumps(results)
         return {"s": error.status, "e": error.code, "m": error.message, "h": error.headers}, b""
 

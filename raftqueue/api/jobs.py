@@ -14,7 +14,6 @@ from raftqueue.api.errors import ApiError, invalid
 from raftqueue.api.forward import ForwardBroken, ForwardNotSent
 from raftqueue.api.appkeys import CTX
 from raftqueue.api.views import job_view, leased_view, submit_view
-from raftqueue.raft.errors import CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded, ReplicaClosed
 from raftqueue.timefmt import to_rfc3339
 
 routes = web.RouteTableDef()
@@ -74,20 +73,6 @@ def _lease_answer(jobs: list, list_form: bool, index: int | None, ctx: Context) 
     return response
 
 
-async def _propose_once(ctx: Context, commands: list) -> tuple[int, list] | None:
-    """Propose on this (leader) node; None when it certainly did not apply (lost leadership: try again)."""
-    try:
-        return await ctx.replica.propose(commands, timeout=ctx.settings.propose_timeout_s)
-    except (NotLeader, NoLeader, NotCommitted):
-        return None
-    except CommitUnknown as exc:
-        raise ApiError(504, "commit_timeout", f"{exc}; the lease may have been granted and will expire") from None
-    except Overloaded as exc:
-        raise ApiError(429, "overloaded", str(exc), {"Retry-After": "1"}) from None
-    except ReplicaClosed:
-        raise ApiError(503, "no_leader", "this node is shutting down", {"Retry-After": "1"}) from None
-
-
 @routes.post("/jobs/lease")
 async def lease(request: web.Request) -> web.Response:
     ctx = _ctx(request)
@@ -102,7 +87,7 @@ async def lease(request: web.Request) -> web.Response:
         replica = ctx.replica
         if replica.is_leader:
             if waiters.runnable(queues):  # an empty poll never writes to the log
-                outcome = await _propose_once(ctx, [dict(command)])
+                outcome = await ctx.propose_here([dict(command)], "the lease may have been granted and will expire")
                 if outcome is not None:
                     index, results = outcome
                     jobs = _one(ctx, results)["jobs"]

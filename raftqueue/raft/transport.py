@@ -114,24 +114,24 @@ class SafeTcpConnection(TcpConnection):
     _send_session: SessionCipher | None = None
     _recv_session: SessionCipher | None = None
 
-    def _sealer(self):
-        """The cipher for the next outgoing frame: the session key the peer picked, once we know it."""
-        rand_key = self.sendRandKey
-        if not rand_key:
-            return self.frame_cipher.seal_hello
-        session = self._send_session
+    def _session(self, slot: str, rand_key: bytes) -> SessionCipher:
+        """The cipher of one direction of this connection, made anew when the handshake picked a new key."""
+        session = getattr(self, slot)
         if session is None or session.rand_key is not rand_key:
-            session = self._send_session = self.frame_cipher.session(rand_key)
-        return session.seal
+            session = self.frame_cipher.session(rand_key)
+            setattr(self, slot, session)
+        return session
+
+    def _sealer(self):
+        """Seals the next outgoing frame: under the session key the peer picked, once we know it."""
+        if not self.sendRandKey:
+            return self.frame_cipher.seal_hello
+        return self._session("_send_session", self.sendRandKey).seal
 
     def _opener(self):
-        rand_key = self.recvRandKey
-        if not rand_key:
+        if not self.recvRandKey:
             return self.frame_cipher.open_hello
-        session = self._recv_session
-        if session is None or session.rand_key is not rand_key:
-            session = self._recv_session = self.frame_cipher.session(rand_key)
-        return session.open
+        return self._session("_recv_session", self.recvRandKey).open
 
     def send(self, message) -> None:
         data = pickle.dumps(message, protocol=5)
