@@ -93,6 +93,8 @@ class RaftSettings:
     extra: dict = field(default_factory=dict)
 
 
+_HELD = float("inf")  # the library's election deadline while our pre-vote holds it back (see _maybe_prevote)
+
 # group-commit entry sizes for /metrics: bucket i counts entries of at most 2**i - 1 commands (plain ints)
 GROUP_BUCKETS = tuple(2 ** i - 1 for i in range(13)) + (float("inf"),)
 
@@ -141,7 +143,8 @@ class RaftNode(SyncObj):
         self._last_leader_contact = 0.0
         self._prevote_round = 0
         self._prevote_grants: set = set()
-        self._prevote_ok_term: int | None = None
+        self._prevote_ok_term: int | None = None  # a majority said it would vote for us in this term + 1 ...
+        self._prevote_ok_until = 0.0  # ... until then (monotonic); a leader's append or this deadline voids it
         self._compaction_pid = 0
         self._compaction_header: SnapshotHeader | None = None
         self._compaction_retry_at = 0.0
@@ -233,8 +236,7 @@ class RaftNode(SyncObj):
                 started = time.monotonic()
                 self._journal.sync()
                 synced = time.monotonic()
-                self._maybe_prevote()
-                self.doTick(self._settings.tick_wait_s)
+                self._gated_tick(self._settings.tick_wait_s)
                 ticked = time.monotonic()
                 self._send_deferred_acks()
                 self._journal.sync()
@@ -338,6 +340,8 @@ class RaftNode(SyncObj):
         return index, self._state.apply_entry(blob, index)
 
     def _on_state_changed(self, old: int, new: int) -> None:
+        log.info("raft: %s -> %s at term %d", ROLE_NAMES.get(old, old), ROLE_NAMES.get(new, new),
+                 self._SyncObj__raftCurrentTerm)
         if new != LEADER and self._pending:
             self._fail_pending(NotLeader(None, "this node lost leadership"))
         if new == LEADER:
@@ -395,6 +399,7 @@ class RaftNode(SyncObj):
             self._SyncObj__setCurrentTerm(term, None)
         self._SyncObj__setState(FOLLOWER)
         self._last_leader_contact = monotonic_time()
+        self._prevote_ok_term = None  # a live leader: any election a pre-vote allowed is off
         leader_commit = int(message["commit_index"])
         self._SyncObj__leaderCommitIndex = leader_commit
 
@@ -496,21 +501,46 @@ class RaftNode(SyncObj):
             journal.setRaftCommitIndex(self._SyncObj__raftCommitIndex)
 
     # ----- pre-vote (D4) ----------------------------------------------------------------------------------------
-    def _maybe_prevote(self) -> None:
-        """Before the library starts an election, ask whether a majority would vote: if not, nobody's term moves."""
+    def _gated_tick(self, wait_s: float) -> None:
+        """One library tick, during which it can start only an election a pre-vote allowed."""
+        held = self._maybe_prevote()
+        try:
+            self.doTick(wait_s)
+        finally:
+            self._release_deadline(held)
+
+    def _release_deadline(self, held: float | None) -> None:
+        if held is not None and self._SyncObj__raftElectionDeadline == _HELD:
+            self._SyncObj__raftElectionDeadline = held  # the tick set no new one: the held one stands
+
+    def _maybe_prevote(self) -> float | None:
+        """Before the library starts an election, ask whether a majority would vote: if not, nobody's term moves.
+
+        Unless a pre-vote has allowed an election, the library's election deadline is held out of its reach for
+        the coming tick and the held value returned (the tick loop puts it back unless the tick set a new one):
+        otherwise a deadline falling between our check and the library's, a few microseconds, or a GIL switch,
+        apart, would start an election no pre-vote allowed.
+        """
         state = self._SyncObj__raftState
         term = self._SyncObj__raftCurrentTerm
-        if self._prevote_ok_term is not None and (term != self._prevote_ok_term or state == LEADER):
-            self._prevote_ok_term = None  # the election we allowed has started (or ended)
-        if state == LEADER or self._SyncObj__selfNode is None:
-            return
         now = monotonic_time()
-        if self._SyncObj__raftElectionDeadline >= now or self._SyncObj__transferInProgress:
-            return
+        if self._prevote_ok_term is not None and (term != self._prevote_ok_term or state == LEADER
+                                                  or now > self._prevote_ok_until):
+            # The election we allowed has started (or ended), or the permission went stale unused: one left
+            # armed would let a later timeout (a cut-off follower) skip the pre-vote and depose a live leader.
+            self._prevote_ok_term = None
+        if state == LEADER or self._SyncObj__selfNode is None:
+            return None
+        if self._prevote_ok_term is not None or self._SyncObj__transferInProgress:
+            return None  # let the library run the election we (or the leader handing over) allowed
+        if self._SyncObj__raftElectionDeadline < now and self._SyncObj__connectedToAnyone():
+            self._send_prevote(term, now)
         if self._prevote_ok_term is not None:
-            return  # let the library run this election now
-        if not self._SyncObj__connectedToAnyone():
-            return
+            return None  # we are the only member: the quorum was us
+        held, self._SyncObj__raftElectionDeadline = self._SyncObj__raftElectionDeadline, _HELD
+        return held
+
+    def _send_prevote(self, term: int, now: float) -> None:
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
         self._prevote_round += 1
         self._prevote_grants = {self._SyncObj__selfNode}
@@ -552,6 +582,7 @@ class RaftNode(SyncObj):
         members = len(self._SyncObj__otherNodes) + 1
         if len(self._prevote_grants) * 2 > members:
             self._prevote_ok_term = self._SyncObj__raftCurrentTerm
+            self._prevote_ok_until = monotonic_time() + self._settings.election_min_s
             self._SyncObj__raftElectionDeadline = 0  # the library starts the real election on this tick
 
     # ----- snapshots and compaction (D1, D7) ---------------------------------------------------------------------

@@ -79,17 +79,23 @@ async def _term_after_follower_cut_off(cluster: HarnessCluster) -> tuple[int, in
     return leader, now_leader, term_after - term_before
 
 
+def _role_changes(cluster: HarnessCluster) -> str:
+    """Each node's logged role changes, for the failure message (which node started the election, when)."""
+    return "\n".join(f"node {i}: {line}" for i, n in enumerate(cluster.nodes)
+                     for line in n.log_text().splitlines() if "raft: " in line and " at term " in line)
+
+
 async def test_cut_off_follower_does_not_depose_leader(tmp_path):
     async with HarnessCluster(tmp_path) as cluster:
         for _ in range(3):
             leader, now_leader, bumped = await _term_after_follower_cut_off(cluster)
-            assert (now_leader, bumped) == (leader, 0)
+            assert (now_leader, bumped) == (leader, 0), _role_changes(cluster)
 
 
 async def test_control_without_prevote_a_cut_off_follower_deposes_the_leader(tmp_path):
     async with HarnessCluster(tmp_path, disable=["D4"]) as cluster:
         results = [await _term_after_follower_cut_off(cluster) for _ in range(2)]
-        assert all(bumped > 0 for _, _, bumped in results), results
+        assert all(bumped > 0 for _, _, bumped in results), (results, _role_changes(cluster))
 
 
 async def test_restarted_follower_rejoins_without_deposing_leader(tmp_path):
