@@ -96,6 +96,10 @@ class ReplicatedStore:
 
     def housekeeping(self, is_leader: bool) -> list[bytes]:
         """Commands the leader should propose now: expire when a lease or run_at is due, purge when due."""
+        with self.lock:  # next_due_ms and next_purge_ms drop stale index entries, as readers on other threads may
+            return self._housekeeping()
+
+    def _housekeeping(self) -> list[bytes]:
         store = self.store
         now = max(self.clock.now_ms(), store.clock)
         commands: list[bytes] = []

@@ -93,7 +93,15 @@ class ReadyIndex:
 
 
 class TimeIndex:
-    """Jobs keyed by a time (run_at for promotion, lease_until for expiry)."""
+    """Jobs keyed by a time (run_at for promotion, lease_until for expiry).
+
+    An entry goes stale when its job changes (an acked lease, a cancelled retry). `trim` drops stale entries
+    from the top a bounded number at a time after every applied command, on every replica: without it a
+    follower, which never asks for `first`, kept every lease it had ever applied (about 100 bytes each, a
+    million after a million jobs), and a follower that became leader then dropped them all inside one
+    housekeeping call, a Raft tick of 4.7 s. Trimming changes no job, so replicas stay equal whatever their
+    heaps hold.
+    """
 
     def __init__(self) -> None:
         self.heap: list = []
@@ -101,14 +109,28 @@ class TimeIndex:
     def push(self, at: int, job: Job) -> None:
         heapq.heappush(self.heap, (at, job.id, job.ver))
 
-    def first(self, jobs: dict[str, Job], valid) -> tuple | None:
+    def trim(self, jobs: dict[str, Job], valid, budget: int) -> None:
+        """Drop up to `budget` stale entries from the top."""
+        heap = self.heap
+        while budget > 0 and heap:
+            entry = heap[0]
+            job = jobs.get(entry[1])
+            if job is not None and job.ver == entry[2] and valid(job):
+                return
+            heapq.heappop(heap)
+            budget -= 1
+
+    def first(self, jobs: dict[str, Job], valid, budget: int = 4096) -> tuple | None:
+        """The earliest valid entry, or, after dropping `budget` stale ones, the earliest entry (a time no later
+        than the earliest valid one: the caller then wakes early, never late)."""
         heap = self.heap
         while heap:
             entry = heap[0]
             job = jobs.get(entry[1])
-            if job is not None and job.ver == entry[2] and valid(job):
+            if job is not None and job.ver == entry[2] and valid(job) or budget <= 0:
                 return entry
             heapq.heappop(heap)
+            budget -= 1
         return None
 
     def pop_due(self, now: int, jobs: dict[str, Job], valid) -> Iterator[Job]:

@@ -23,6 +23,9 @@ from raftqueue.store.model import (ACKED, CANCELLED, DEAD, DEFAULT_BACKOFF, READ
                                    TERMINAL, Job)
 
 COUNTERS = ("total_submits", "total_acks", "total_retries", "total_dead")
+# Stale time-index entries dropped after each command: more than a batch of acks makes stale (1,000), so the
+# heaps keep up, and few enough (about 2 ms) that catching up never stalls a tick.
+TRIM_BUDGET = 1024
 
 
 class Conflict(Exception):
@@ -96,6 +99,8 @@ class JobStore:
             return error(exc.code, str(exc))
         if events is not None:
             events.extend(sink)
+        self.expiry.trim(self.jobs, _is_running, TRIM_BUDGET)
+        self.promotion.trim(self.jobs, _is_waiting_for_time, TRIM_BUDGET)
         return result
 
     def register(self, kind: str, handler: Callable[[dict, list], dict]) -> None:
@@ -564,7 +569,9 @@ class JobStore:
                 return True
         entry = self.promotion.first(self.jobs, _is_waiting_for_time)
         if entry is not None and entry[0] <= now_ms:
-            job = self.jobs[entry[1]]
+            job = self.jobs.get(entry[1])
+            if job is None or job.ver != entry[2] or not _is_waiting_for_time(job):
+                return False  # first() gave up on a long stale run: the waiter re-checks within a second
             return (wanted is None or job.queue in wanted) and job.queue not in self.paused
         return False
 
