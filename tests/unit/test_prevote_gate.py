@@ -6,50 +6,20 @@ on its own would start the election we forbid, so the tests can fail.
 """
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 from pysyncobj.monotonic import monotonic as monotonic_time  # the library's clock, not time.monotonic
 
-from raftqueue.raft.node import FOLLOWER, RaftNode, RaftSettings
-
-
-class _NoState:
-    def apply_entry(self, blob: bytes, index: int) -> list:
-        return []
-
-    def snapshot_body(self) -> bytes:
-        return b""
-
-    def restore_body(self, body: bytes, index: int) -> None:
-        pass
-
-    def housekeeping(self, is_leader: bool) -> list[bytes]:
-        return []
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from raftqueue.raft.node import FOLLOWER, RaftNode
+from tests.support.idle_node import close_idle_node, idle_node
 
 
 @pytest.fixture
 def node(tmp_path):
-    ports = _free_ports(3)
-    addrs = [f"127.0.0.1:{p}" for p in ports]
-    raft = RaftNode(RaftSettings(self_addr=addrs[0], peer_addrs=addrs[1:], data_dir=tmp_path), _NoState())
-    raft.doTick(0)  # binds the transport
-    peer = next(iter(raft._SyncObj__otherNodes))
-    raft._SyncObj__connectedNodes.add(peer)  # the library elects only when connected to someone
+    raft = idle_node(tmp_path)
     yield raft
-    raft._SyncObj__connectedNodes.discard(peer)
-    raft._doDestroy()
+    close_idle_node(raft)
 
 
 def _tick(raft: RaftNode) -> None:
