@@ -338,9 +338,9 @@ class RaftNode(SyncObj):
     def _SyncObj__applyLogEntries(self):  # noqa: N802 (overrides the library's)
         """Apply committed entries until `apply_budget_bytes` is reached in a tick (the rest on the next ones).
 
-        The library applies everything committed in one go. After a burst of big batches that was up to 13,000
-        jobs in one entry and several entries in one tick: 0.5-1 s in which no heartbeat was sent or read, on
-        every node at once, so followers started elections under load. The commit index is lowered for the
+        The library applies everything committed in one go. After a burst of big batches that was several
+        entries of up to 4 MB (then the group-commit cap, about 13,000 jobs each) in one tick: 0.5-1 s in which
+        no heartbeat was sent or read, on every node at once, so followers started elections under load. The commit index is lowered for the
         call and put back; nothing in between reads it.
         """
         commit = self._SyncObj__raftCommitIndex

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import orjson
 
-from raftqueue.raft.files import fsync_dir
+from raftqueue.raft.files import fsync_dir, write_paced
 
 MAGIC = b"RQSNAP01"
 _U32 = struct.Struct("<I")
@@ -74,7 +74,7 @@ def write_snapshot(path: str | os.PathLike[str], header: SnapshotHeader, body: b
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         for part in encode_snapshot(header, body):
-            f.write(part)
+            write_paced(f, part, fsync)
         f.flush()
         if fsync:
             os.fsync(f.fileno())

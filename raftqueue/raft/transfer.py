@@ -17,6 +17,8 @@ from typing import BinaryIO, Callable
 
 from pysyncobj.config import SERIALIZER_STATE
 
+from raftqueue.raft.files import write_paced
+
 
 class SnapshotTransfer:
     def __init__(self, snapshot_path: Callable[[], Path | None], incoming_path: Path,
@@ -69,7 +71,7 @@ class SnapshotTransfer:
             self._incoming = open(self._incoming_path, "wb")
         elif self._incoming is None:
             return False  # a transfer we did not see start: wait for the leader to restart it
-        self._incoming.write(data)
+        write_paced(self._incoming, data, self._fsync)  # the final fsync then has little left to flush
         if not is_last:
             return False
         self._incoming.flush()

@@ -312,3 +312,18 @@ def test_a_snapshot_whose_last_entry_the_log_holds_is_dropped_without_loading_it
         assert "not needed" in caplog.text
     finally:
         node._doDestroy()
+
+
+def test_write_paced_writes_everything_and_flushes_each_step(tmp_path, monkeypatch):
+    from raftqueue.raft import files
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(files.os, "fdatasync", lambda fd: (synced.append(os.fstat(fd).st_size), real(fd)))
+    data = bytes(range(256)) * 41  # 10,496 bytes: steps of 4,096 -> flushed at 4,096, 8,192, 10,496
+    with open(tmp_path / "f", "wb") as f:
+        files.write_paced(f, data, fsync=True, step=4096)
+    assert (tmp_path / "f").read_bytes() == data
+    assert synced == [4096, 8192, 10496]
+    with open(tmp_path / "g", "wb") as f:
+        files.write_paced(f, data, fsync=False, step=4096)
+    assert (tmp_path / "g").read_bytes() == data and len(synced) == 3
