@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,11 +37,21 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, fsync: bool = True) 
 FLUSH_STEP_BYTES = 4 << 20
 
 
-def write_paced(f: BinaryIO, data: bytes, fsync: bool, step: int = FLUSH_STEP_BYTES) -> None:
-    """Write `data` to `f`, and with `fsync`, fdatasync after every `step` bytes."""
+def write_paced(f: BinaryIO, data: bytes, fsync: bool, step: int = FLUSH_STEP_BYTES,
+                bytes_per_s: float | None = None) -> None:
+    """Write `data` to `f`, and with `fsync`, fdatasync after every `step` bytes; no faster than `bytes_per_s`.
+
+    The rate limit is for the snapshot child, which has time: three nodes writing their snapshots at full
+    speed (200-660 MB/s together on the 2-core test machine) made every small log fdatasync take 2.6-7 ms at
+    the median instead of 0.2 ms; at 64 MB/s each it stayed at 0.2 ms."""
     view = memoryview(data)
+    started = time.monotonic()
     for start in range(0, len(view), step):
         f.write(view[start:start + step])
         if fsync:
             f.flush()
             os.fdatasync(f.fileno())
+        if bytes_per_s:
+            ahead = started + (start + step) / bytes_per_s - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)

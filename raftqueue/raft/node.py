@@ -88,6 +88,7 @@ class RaftSettings:
     apply_budget_bytes: int = 1024 * 1024  # log bytes applied per tick (at least one entry), see _SyncObj__applyLogEntries
     max_message_bytes: int = 32 * 1024 * 1024
     compact_min_entries: int = 20_000
+    snapshot_write_bytes_per_s: float = 64e6  # the snapshot child's write rate (see files.write_paced)
     compact_min_bytes: int = 64 * 1024 * 1024
     compact_growth: float = 0.25  # and the log since holds >= this share of the last snapshot's bytes
     queue_size: int = 100_000
@@ -668,7 +669,8 @@ class RaftNode(SyncObj):
             code = 1
             try:
                 prepare_child(parent)
-                write_snapshot(target, header, self._state.snapshot_body(), fsync=self._settings.fsync)
+                write_snapshot(target, header, self._state.snapshot_body(), fsync=self._settings.fsync,
+                               bytes_per_s=self._settings.snapshot_write_bytes_per_s)
                 code = 0
             finally:
                 os._exit(code)

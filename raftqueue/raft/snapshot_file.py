@@ -68,13 +68,14 @@ def encode_snapshot(header: SnapshotHeader, body: bytes) -> list[bytes]:
     return [MAGIC, _U32.pack(len(head)), head, _U64.pack(len(body)), body, _U32.pack(crc)]
 
 
-def write_snapshot(path: str | os.PathLike[str], header: SnapshotHeader, body: bytes, fsync: bool = True) -> None:
+def write_snapshot(path: str | os.PathLike[str], header: SnapshotHeader, body: bytes, fsync: bool = True,
+                   bytes_per_s: float | None = None) -> None:
     """Write atomically: a crash leaves the previous snapshot or the complete new one."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         for part in encode_snapshot(header, body):
-            write_paced(f, part, fsync)
+            write_paced(f, part, fsync, bytes_per_s=bytes_per_s)
         f.flush()
         if fsync:
             os.fsync(f.fileno())

@@ -327,3 +327,14 @@ def test_write_paced_writes_everything_and_flushes_each_step(tmp_path, monkeypat
     with open(tmp_path / "g", "wb") as f:
         files.write_paced(f, data, fsync=False, step=4096)
     assert (tmp_path / "g").read_bytes() == data and len(synced) == 3
+
+
+def test_write_paced_keeps_to_its_rate(tmp_path):
+    import time
+
+    from raftqueue.raft import files
+    started = time.monotonic()
+    with open(tmp_path / "f", "wb") as f:
+        files.write_paced(f, b"x" * 40_000, fsync=False, step=10_000, bytes_per_s=200_000)
+    assert time.monotonic() - started >= 0.19  # 40 KB at 200 KB/s: the last step is due at 0.2 s
+    assert (tmp_path / "f").stat().st_size == 40_000
