@@ -127,7 +127,7 @@ class TimeIndex:
         while heap:
             entry = heap[0]
             job = jobs.get(entry[1])
-            if job is not None and job.ver == entry[2] and valid(job) or budget <= 0:
+            if (job is not None and job.ver == entry[2] and valid(job)) or budget <= 0:
                 return entry
             heapq.heappop(heap)
             budget -= 1
