@@ -30,10 +30,11 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, fsync: bool = True) 
         fsync_dir(path.parent)
 
 
-# With fsync on, a snapshot (written by the node, or received from the leader) is written and flushed this
-# much at a time. Written in one go, hundreds of MB sat dirty in the page cache, and each Raft log fdatasync
-# on the same file system then waited for their flush (ext4 commits them together): log syncs of 0.6 s during
-# scenario 6. Flushed in steps, a log sync waits for one step at most.
+# With fsync on, a snapshot the node writes is written and flushed this much at a time (one received from the
+# leader is flushed chunk by chunk, 1 MB each, as it arrives). Written in one go, hundreds of MB sat dirty in
+# the page cache, and each Raft log fdatasync on the same file system then waited for their flush (ext4
+# commits them together): log syncs of 0.6 s during scenario 6. Flushed in steps, a log sync waits for one
+# step at most.
 FLUSH_STEP_BYTES = 4 << 20
 
 

@@ -109,29 +109,24 @@ class TimeIndex:
     def push(self, at: int, job: Job) -> None:
         heapq.heappush(self.heap, (at, job.id, job.ver))
 
-    def trim(self, jobs: dict[str, Job], valid, budget: int) -> None:
-        """Drop up to `budget` stale entries from the top."""
-        heap = self.heap
-        while budget > 0 and heap:
-            entry = heap[0]
-            job = jobs.get(entry[1])
-            if job is not None and job.ver == entry[2] and valid(job):
-                return
-            heapq.heappop(heap)
-            budget -= 1
-
-    def first(self, jobs: dict[str, Job], valid, budget: int = 4096) -> tuple | None:
-        """The earliest valid entry, or, after dropping `budget` stale ones, the earliest entry (a time no later
-        than the earliest valid one: the caller then wakes early, never late)."""
+    def trim(self, jobs: dict[str, Job], valid, budget: int) -> bool:
+        """Drop up to `budget` stale entries from the top; True when the top is then a valid entry."""
         heap = self.heap
         while heap:
             entry = heap[0]
             job = jobs.get(entry[1])
-            if (job is not None and job.ver == entry[2] and valid(job)) or budget <= 0:
-                return entry
+            if job is not None and job.ver == entry[2] and valid(job):
+                return True
+            if budget <= 0:
+                return False
             heapq.heappop(heap)
             budget -= 1
-        return None
+        return False
+
+    def first(self, jobs: dict[str, Job], valid, budget: int = 4096) -> tuple | None:
+        """The earliest valid entry; None when there is none, or none within `budget` stale ones (the next
+        call, a tick later, goes on from there)."""
+        return self.heap[0] if self.trim(jobs, valid, budget) else None
 
     def pop_due(self, now: int, jobs: dict[str, Job], valid) -> Iterator[Job]:
         """Yield (and remove) every valid job whose time is <= now, earliest first."""

@@ -569,9 +569,7 @@ class JobStore:
                 return True
         entry = self.promotion.first(self.jobs, _is_waiting_for_time)
         if entry is not None and entry[0] <= now_ms:
-            job = self.jobs.get(entry[1])
-            if job is None or job.ver != entry[2] or not _is_waiting_for_time(job):
-                return False  # first() gave up on a long stale run: the waiter re-checks within a second
+            job = self.jobs[entry[1]]
             return (wanted is None or job.queue in wanted) and job.queue not in self.paused
         return False
 
