@@ -23,6 +23,10 @@ disk of the data directory: a disk that stalls for hundreds of milliseconds now 
 disk does) sets every p99 that waits for an fsync, whatever the queue does.
 The load generator is this process (asyncio, keep-alive via `rawhttp`, requests spread over all nodes); the
 nodes are separate processes. On a shared 2-core machine they compete for the same cores: the figures include that.
+So scenarios 1-4 also print the CPU one job cost the nodes and the load generator (`cpu.py`): N jobs/s on C
+cores needs the two together under C * 1000 / N ms, and that figure moves far less than jobs/s when the machine
+is busy with something else. `--profile DIR` samples the nodes with py-spy during scenarios 1-4 and prints where
+their GIL time went, by layer (`profile.py`; `.venv/bin/pip install 'raftqueue[profile]'` first).
 """
 from __future__ import annotations
 
@@ -36,10 +40,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import aiohttp
 import orjson
 
+from raftqueue.bench import profile
+from raftqueue.bench.cpu import CpuMeter
 from raftqueue.bench.rawhttp import HTTPFailed, RawHTTP
 from raftqueue.localcluster import LocalCluster, free_ports
 
@@ -487,6 +494,21 @@ async def scenario_live_rss(load: Load, cluster: LocalCluster | None, live: int)
 
 
 # ----- driver -------------------------------------------------------------------------------------------------
+async def measured(make: Callable[[], Awaitable[dict]], tag: str, node_pids: list[int], seconds: float,
+                   profiler_exe: str | None, profile_dir: Path | None) -> dict:
+    """Runs one timed scenario and adds the CPU it cost per job (and, with --profile, where the nodes spent it)."""
+    meter = CpuMeter(node_pids)
+    profiler = None
+    if profiler_exe and profile_dir:
+        profiler = profile.NodeProfiler(profiler_exe, profile_dir, tag, node_pids, seconds)
+    meter.start()
+    row = await make()
+    row["cpu"] = meter.stop(row.get("jobs", 0))
+    if profiler is not None:
+        row["profile"] = await asyncio.to_thread(profiler.finish)
+    return row
+
+
 def render(row: dict) -> str:
     if "jobs_per_s" in row:
         text = (f"{row['scenario']:<32} {row['jobs_per_s']:>10,.0f} jobs/s   p50 {row['p50_ms']:>7.2f} ms   "
@@ -496,6 +518,15 @@ def render(row: dict) -> str:
                      f"{row['e2e_p50_ms']} p99 {row['e2e_p99_ms']} ms")
         elif row.get("latency"):
             text += f"   ({row['latency']})"
+        cpu = row.get("cpu")
+        if cpu:
+            nodes = (f"nodes {cpu['nodes_cpu_ms_per_job']} ms/job ({' / '.join(f'{p}%' for p in cpu['nodes_cpu_pct'])}"
+                     " of a core), " if "nodes_cpu_pct" in cpu else "")
+            text += (f"\n    cpu: {nodes}load generator {cpu['load_generator_cpu_ms_per_job']} ms/job "
+                     f"({cpu['load_generator_cpu_pct']}%), machine {cpu['machine_busy_pct']}% busy of "
+                     f"{100 * (os.cpu_count() or 1)}%")
+        if row.get("profile"):
+            text += "\n" + "\n".join(profile.render(row["profile"]))
         return text
     return f"{row['scenario']:<32} " + orjson.dumps({k: v for k, v in row.items() if k not in ('scenario',
                                                                                                'soak_samples')}).decode()
@@ -525,6 +556,16 @@ async def run(args: argparse.Namespace) -> int:
         key = cluster.admin_key
     q = args.quick
     seconds = 2.0 if q else args.seconds
+    node_pids = [node.pid for node in cluster.nodes] if cluster is not None else []
+    profiler_exe = None
+    if args.profile:
+        profiler_exe = profile.available()
+        if profiler_exe is None or not node_pids:
+            if cluster is not None:
+                cluster.stop_all()
+            print("--profile needs py-spy (.venv/bin/pip install 'raftqueue[profile]') and a cluster this script "
+                  "starts", file=sys.stderr)
+            return 2
     rows: list[dict] = []
     print(f"command: {' '.join(sys.argv)}")
     print(f"machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}; "
@@ -540,15 +581,14 @@ async def run(args: argparse.Namespace) -> int:
         async with Load(urls, key) as load:
             if args.warmup > 0:
                 await warm_up(load, 1.0 if q else args.warmup)
+            timed = {1: lambda: scenario_submit(load, seconds),
+                     2: lambda: scenario_lifecycle(load, seconds),
+                     3: lambda: scenario_batched(load, seconds),
+                     4: lambda: scenario_fixed_rate(load, seconds, rate=200 if q else 1000)}
             for scenario in args.scenarios:
-                if scenario == 1:
-                    rows.append(await scenario_submit(load, seconds))
-                elif scenario == 2:
-                    rows.append(await scenario_lifecycle(load, seconds))
-                elif scenario == 3:
-                    rows.append(await scenario_batched(load, seconds))
-                elif scenario == 4:
-                    rows.append(await scenario_fixed_rate(load, seconds, rate=200 if q else 1000))
+                if scenario in timed:
+                    rows.append(await measured(timed[scenario], f"scenario{scenario}", node_pids, seconds,
+                                               profiler_exe, Path(args.profile) if args.profile else None))
                 elif scenario == 5:
                     for queued in ([100, 1000] if q else args.queued):
                         rows.append(await scenario_lease_ack_at(load, cluster, queued, seconds))
@@ -585,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--retention", default="1m", help="node retention during the run (purge keeps disk flat)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="sample the nodes with py-spy during scenarios 1-4 and print where their GIL time went "
+                             "(raw stacks kept in DIR)")
     parser.add_argument("--node-log-level", default="WARNING",
                         help="log level of the nodes this script starts (INFO shows snapshots and elections)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of unmeasured life cycles before the first "

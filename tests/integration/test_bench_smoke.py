@@ -28,6 +28,10 @@ def test_quick_bench_runs_every_scenario(tmp_path):
         timed = [row for row in rows if row["scenario"].startswith(number + " ")]
         assert timed and all(row["jobs_per_s"] > 0 for row in timed), (number, names)
     assert first("disk fdatasync probe")["calls"] > 0
+    for number in "1234":  # the CPU each job cost the nodes and the load generator, read from /proc
+        cpu = first(number + " ")["cpu"]
+        assert cpu["nodes_cpu_ms_per_job"] > 0 and cpu["load_generator_cpu_ms_per_job"] > 0, cpu
+        assert len(cpu["nodes_cpu_pct"]) == 3 and sum(cpu["nodes_cpu_pct"]) > 0, cpu
     fixed = first("4 ")
     assert isinstance(fixed["e2e_p50_ms"], float), "no job of scenario 4 was acked"  # NaN (JSON null) when none
     resources = first("6 resources")
