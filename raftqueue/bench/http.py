@@ -311,7 +311,6 @@ async def scenario_lease_ack_at(load: Load, cluster: LocalCluster | None, queued
     await settle(cluster, 120.0)
     stop = asyncio.Event()
     acked: list[int] = []
-    e2e: list[float] = []
     lat: list[float] = []
 
     async def worker() -> None:

@@ -14,7 +14,7 @@ RAW = "\n".join([
     # the event loop thread writing a response (aiohttp) and running our handler
     f"_run_module_as_main (<frozen runpy>:198);Runner.run ({SITE}/../asyncio/runners.py:118);"
     f"StreamWriter._writelines ({SITE}/aiohttp/http_writer.py:116) 30",
-    f"Runner.run (/usr/lib/python3.11/asyncio/runners.py:118);submit (/src/raftqueue/api/jobs.py:46) 10",
+    "Runner.run (/usr/lib/python3.11/asyncio/runners.py:118);submit (/src/raftqueue/api/jobs.py:46) 10",
     # the Raft tick thread applying to the store, and reading from a peer in PySyncObj
     "Thread._bootstrap (/usr/lib/python3.11/threading.py:1002);RaftNode._run (/src/raftqueue/raft/node.py:242);"
     "JobStore._create (/src/raftqueue/store/store.py:200) 40",
