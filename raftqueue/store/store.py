@@ -11,7 +11,6 @@ import hashlib
 import sys
 from typing import Callable
 
-import orjson
 
 from raftqueue.store import commands as c
 from raftqueue.store import snapshot as snapshot_codec
