@@ -13,7 +13,8 @@ Scenarios (jobs/s and p50/p95/p99 latency each):
     latency; 8 long-polling workers lease up to 50 jobs at a time and ack them in one request, as
     `raftqueue worker` leases as many jobs as it has free slots
   5 lease+ack rate with 1,000 / 100,000 / 1,000,000 jobs queued (timed once no node is writing the snapshot
-    the preload caused)
+    the preload caused); afterwards the jobs left queued are leased and acked (not timed as a scenario), so
+    that scenario 6 starts without them
   6 RSS of each node and disk of each data dir after 1,000,000 jobs went through, and over a soak
 In 2 and 3 producers wait while more than 1,000 / 10,000 jobs are unacked (a steady state, not a backlog that
 grows all run); scenario 3 runs 8 producers and 16 workers.
@@ -342,6 +343,34 @@ async def scenario_lease_ack_at(load: Load, cluster: LocalCluster | None, queued
                    {"latency": "lease+ack"})
 
 
+async def drain(load: Load, queues: list[str], workers: int = 16) -> dict:
+    """Lease and ack (batches of 100) every job left in `queues`, so that the next scenario starts without them.
+
+    Scenario 5 leaves about 1.1M jobs queued. Scenario 6 measures memory and disk after 1M jobs went through and
+    over a soak "once retention applies": with a million stale queued jobs beside it, every snapshot of the soak
+    is 0.5 GB and the soak measures that backlog's snapshots (about +-40% of disk from sample to sample), and
+    the "1M live" figure measures 1.1M. The drain is timed and printed; it is not a scenario."""
+    started = time.perf_counter()
+    done = [0]
+
+    async def worker() -> None:
+        empty = 0
+        while empty < 2:  # two empty answers in a row: nothing is left (or the cluster is failing: stop anyway)
+            status, data = await load.post("/jobs/lease", {"queues": queues, "max_jobs": 100, "lease_ms": 60_000})
+            jobs = (data or {}).get("jobs") or []
+            if status != 200 or not jobs:
+                empty += 1
+                await asyncio.sleep(0.2)
+                continue
+            empty = 0
+            acks = [{"job_id": j["job_id"], "lease_token": j["lease_token"], "result": 1} for j in jobs]
+            status, _ = await load.post("/jobs/ack", {"acks": acks})
+            if status == 200:
+                done[0] += len(jobs)
+    await asyncio.gather(*[worker() for _ in range(workers)])
+    return {"scenario": "5 drained", "jobs": done[0], "seconds": round(time.perf_counter() - started, 1)}
+
+
 def node_rss_mb(pid: int, field: str = "VmRSS") -> float:
     """Resident memory now (VmRSS) or the most it has been since the process started (VmHWM)."""
     try:
@@ -589,10 +618,11 @@ async def run(args: argparse.Namespace) -> int:
                     rows.append(await measured(timed[scenario], f"scenario{scenario}", node_pids, seconds,
                                                profiler_exe, Path(args.profile) if args.profile else None))
                 elif scenario == 5:
-                    for queued in ([100, 1000] if q else args.queued):
+                    lengths = [100, 1000] if q else args.queued
+                    for queued in lengths:
                         rows.append(await scenario_lease_ack_at(load, cluster, queued, seconds))
                         print(render(rows[-1]), flush=True)
-                    continue
+                    rows.append(await drain(load, [f"s5-{queued}" for queued in lengths]))
                 elif scenario == 6:
                     rows.append(await scenario_resources(load, cluster, 2_000 if q else 1_000_000,
                                                          3.0 if q else args.soak))
