@@ -61,8 +61,6 @@ def auth_middleware(ctx: Context, authenticator: auth.Authenticator | None):
     """Scope check on every route (api/auth.py); `authenticator` None means --no-auth."""
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if not request.get("forwarded") and auth.FORWARDED_BY in request.headers:
-            request["forwarded"] = auth.verify_forwarded(ctx.forward_key, request)
         resource = request.match_info.route.resource
         if resource is None:  # 404 / 405: let the router answer
             return await handler(request)
@@ -106,7 +104,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
                 return store.keys.get(key_id)
         authenticator = auth.Authenticator(admin_key, read_key)
     metrics = Metrics(replica, settings.node_id)
-    metrics.forwarders = [ctx.forwarder, ctx.batcher]
+    metrics.forwarders = [ctx.batcher]
     origins = cors.member_origins([m.http_addr for m in replica.config.members])
     preflight = cors.preflight_middleware(origins)
     app = web.Application(client_max_size=settings.max_body_bytes + 4096,
@@ -136,7 +134,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
         ctx.extras.setdefault("cluster_flags", {})["debug_routes"] = True
 
     async def on_startup(app: web.Application) -> None:
-        await ctx.forwarder.start()
+        ctx.start_peer_session()
         await ctx.batcher.start()
         waiters.attach()
         hub.attach()
@@ -150,7 +148,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
 
     async def on_cleanup(app: web.Application) -> None:
         app[TOUCH_TASK].cancel()
-        await ctx.forwarder.close()
+        await ctx.close_peer_session()
         await ctx.batcher.close()
 
     app.on_startup.append(on_startup)

@@ -8,20 +8,16 @@ Every route has one required scope in `ROUTE_SCOPES` (or OPEN); a route missing 
 `cluster:admin`, so forgetting an entry fails closed. A key that a follower does not know yet (created a
 moment ago, not applied there) is not refused by the follower: the request goes to the leader, which decides.
 
-Forwarding: a follower marks a proxied request with `X-Raftqueue-Forwarded-By` and an HMAC of it under a key
-derived from the cluster secret; the leader treats a request as forwarded only if the HMAC checks. A client
-that sends those headers itself gets nothing from them. The client's own Authorization header travels with
-the request and the leader authenticates it again.
+Forwarding: a follower sends what it forwards in frames signed with a key derived from the cluster secret
+(api/batch_forward.py); only those count as forwarded. The client's own key travels with each forwarded
+request or planned write, and the leader authenticates it again.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
-
-from aiohttp import web
 
 from raftqueue.api.errors import ApiError
 
@@ -58,9 +54,6 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/debug/clock"): "cluster:admin", ("POST", "/debug/partition"): "cluster:admin",
 }
 
-FORWARDED_BY = "X-Raftqueue-Forwarded-By"
-FORWARD_AUTH = "X-Raftqueue-Forward-Auth"
-FORWARD_SLACK_S = 60
 
 
 @dataclass(frozen=True)
@@ -152,30 +145,3 @@ def bearer(request) -> str | None:
     if header.startswith("Bearer "):
         return header[7:].strip() or None
     return None
-
-
-# ----- node-to-node forwarding credentials ---------------------------------------------------------------------
-def forward_key(secret: str | None) -> bytes | None:
-    return hashlib.sha256(b"raftqueue-forward:" + secret.encode()).digest() if secret else None
-
-
-def forward_headers(key: bytes | None, node_id: str, method: str, path_qs: str) -> dict[str, str]:
-    stamp = str(int(time.time()))
-    mac = hmac.new(key, f"{node_id}|{method}|{path_qs}|{stamp}".encode(), hashlib.sha256).hexdigest() if key else ""
-    return {FORWARDED_BY: node_id, FORWARD_AUTH: f"{stamp}.{mac}"}
-
-
-def verify_forwarded(key: bytes | None, request: web.Request) -> bool:
-    node_id = request.headers.get(FORWARDED_BY)
-    proof = request.headers.get(FORWARD_AUTH, "")
-    if not node_id or "." not in proof:
-        return False
-    stamp, _, mac = proof.partition(".")
-    if not stamp.isdigit() or abs(time.time() - int(stamp)) > FORWARD_SLACK_S:
-        return False
-    if key is None:  # a loopback-only cluster without a secret
-        remote = request.remote or ""
-        return remote.startswith("127.") or remote == "::1"
-    expected = hmac.new(key, f"{node_id}|{request.method}|{request.rel_url.path_qs}|{stamp}".encode(),
-                        hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, mac)

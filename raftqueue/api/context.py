@@ -12,14 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+import aiohttp
 import orjson
 from aiohttp import web
 
 from raftqueue.api.errors import ApiError, store_error
 from raftqueue.api import auth
 from raftqueue.api.batch_forward import BatchForwarder, LeaderRetry, batch_key
-from raftqueue.api.auth import forward_key
-from raftqueue.api.forward import Forwarder, ForwardBroken, ForwardNotSent
+from raftqueue.api.forward import ForwardBroken, ForwardNotSent
 from raftqueue.api.validation import Defaults, Limits
 from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded,
                                    ReplicaClosed)
@@ -52,18 +52,33 @@ class Context:
         self.replica = replica
         self.limits = settings.limits
         self.defaults = settings.defaults
-        self.forward_key = forward_key(replica.config.secret)
         ssl_context = True  # https peers: verified against the system CAs, or --tls-ca
         if settings.tls_ca:
             import ssl
             ssl_context = ssl.create_default_context(cafile=settings.tls_ca)
-        self.forwarder = Forwarder(settings.node_id, settings.forward_timeout_s, lambda: replica.leader,
-                                   forward_key=self.forward_key, ssl=ssl_context)
+        self._ssl = ssl_context
+        self._peer_session: aiohttp.ClientSession | None = None
         self.batch_key = batch_key(replica.config.secret)
         self.batcher = BatchForwarder(settings.node_id, self.batch_key, lambda: replica.leader,
                                       settings.forward_timeout_s, ssl=ssl_context)
         self.extras: dict = {}  # seams for later pieces (auth, metrics, long-poll, events)
         self.authenticator: auth.Authenticator | None = None  # set by create_app; None with --no-auth
+
+    # ----- node-to-node status calls (GET /cluster?all) -------------------------------------------------------
+    def start_peer_session(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=8, keepalive_timeout=30, ttl_dns_cache=5,
+                                         ssl=self._ssl)
+        self._peer_session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",),
+                                                   timeout=aiohttp.ClientTimeout(total=5, sock_connect=1.0))
+
+    @property
+    def peer_session(self) -> aiohttp.ClientSession:
+        assert self._peer_session is not None, "start_peer_session() first"
+        return self._peer_session
+
+    async def close_peer_session(self) -> None:
+        if self._peer_session is not None:
+            await self._peer_session.close()
 
     # ----- bodies --------------------------------------------------------------------------------------------
     async def body(self, request: web.Request, limit: int | None = None) -> bytes:

@@ -11,6 +11,7 @@ from aiohttp import web
 from raftqueue.api import validation as v
 from raftqueue.api.context import Context
 from raftqueue.api.errors import ApiError, invalid
+from raftqueue.api.batch_forward import LeaderRetry
 from raftqueue.api.forward import ForwardBroken, ForwardNotSent
 from raftqueue.api.appkeys import CTX
 from raftqueue.api.views import job_view, leased_view, submit_view
@@ -83,6 +84,7 @@ async def lease(request: web.Request) -> web.Response:
     deadline = time.monotonic() + wait_ms / 1000
     leader_deadline = time.monotonic() + max(ctx.settings.leader_wait_s, wait_ms / 1000)
     forwarded = request.get("forwarded", False)
+    asked_empty = False
     while True:
         replica = ctx.replica
         if replica.is_leader:
@@ -103,14 +105,44 @@ async def lease(request: web.Request) -> web.Response:
             return _lease_answer([], list_form, None, ctx)
         leader = replica.leader
         if leader is not None and leader.id != ctx.settings.node_id:
-            try:
-                return await ctx.forwarder.forward(request, body, leader,
-                                                   timeout_s=wait_ms / 1000 + ctx.settings.forward_timeout_s)
-            except ForwardNotSent:
-                pass
-            except ForwardBroken as exc:
-                raise ApiError(504, "commit_timeout", f"the leader stopped answering ({exc}); a lease may have "
-                                                      "been granted and will expire") from None
+            # A poll without wait_ms is the leader's to answer at once (it writes nothing when nothing is
+            # runnable). A long poll parks on this follower's replica (which applies the same entries, so the
+            # same READY events wake it) and sends the leader only a lease command, batched with other
+            # forwarded writes, once its copy shows a runnable job: a waiting poll costs the leader nothing,
+            # and a lease costs it a proposal, not a request held open. After an empty answer (another worker
+            # was faster, or this node's clock is ahead of the leader's) it waits for the next wake first.
+            if wait_ms == 0:
+                try:
+                    return await ctx.batcher.forward(request, body, leader)
+                except ForwardNotSent:
+                    pass  # the leader is gone: wait (bounded, below) for the next one
+                except ForwardBroken as exc:
+                    raise ApiError(504, "commit_timeout", f"the leader stopped answering ({exc}); a lease may "
+                                                          "have been granted and will expire") from None
+            elif not asked_empty and waiters.runnable(queues):
+                try:
+                    index, results, leader_id = await ctx.batcher.propose(request, [dict(command)], leader)
+                except (ForwardNotSent, LeaderRetry):
+                    pass  # the leader is gone, or no longer leads: wait (bounded, below) for the next one
+                except ForwardBroken as exc:
+                    raise ApiError(504, "commit_timeout", f"the leader stopped answering ({exc}); a lease may "
+                                                          "have been granted and will expire") from None
+                else:
+                    jobs = _one(ctx, results)["jobs"]
+                    if jobs or time.monotonic() >= deadline:
+                        answer = _lease_answer(jobs, list_form, None, ctx)
+                        answer.headers.update(ctx.raft_headers(index, leader_id))
+                        return answer
+                    asked_empty = True
+                    await replica.wait_applied(index, max(0.0, min(1.0, deadline - time.monotonic())))
+                    continue
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return _lease_answer([], list_form, None, ctx)
+                await waiters.wait(queues, remaining)
+                asked_empty = False
+                continue
         if time.monotonic() >= leader_deadline:
             raise ApiError(503, "no_leader", "no leader is available (an election is in progress); retry",
                            {"Retry-After": "1"})

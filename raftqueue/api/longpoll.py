@@ -1,9 +1,11 @@
-"""Parked lease requests on the leader (POST /jobs/lease with wait_ms).
+"""Parked lease requests (POST /jobs/lease with wait_ms), on the leader and on followers alike.
 
 A parked request waits on a future kept per queue in arrival order. Applied entries that make jobs READY
 wake as many waiters of that queue as jobs became ready, oldest first, so waiting workers are served fairly.
-Losing leadership releases everyone at once (they answer "no job" and poll again). Every wait is also capped
-at one second, after which the waiter re-checks `has_runnable`: a missed wake-up costs a second, not a job.
+Every replica applies the same entries, so a follower's waiters wake on the same events and then ask the
+leader for the lease (api/jobs.py). A change of role releases everyone at once: each looks again as what
+the node now is. Every wait is also capped at one second, after which the waiter re-checks `has_runnable`:
+a missed wake-up costs a second, not a job.
 """
 from __future__ import annotations
 

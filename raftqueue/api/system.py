@@ -76,7 +76,7 @@ async def cluster_nodes(request: web.Request) -> web.Response:
         if member.id == ctx.settings.node_id:
             return own
         try:
-            async with ctx.forwarder.session.get(f"{member.http_addr}/cluster", headers=headers,
+            async with ctx.peer_session.get(f"{member.http_addr}/cluster", headers=headers,
                                                  timeout=aiohttp.ClientTimeout(total=2)) as resp:
                 body = orjson.loads(await resp.read())
                 if resp.status == 200:

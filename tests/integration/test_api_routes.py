@@ -195,6 +195,40 @@ async def test_long_poll_wakes_on_submit_through_another_node(api):
     assert time.monotonic() - started < 2.0
 
 
+async def test_long_polls_through_both_followers_share_jobs_without_doubles(api):
+    """Two workers long-poll through different followers; one job wakes both. The leader grants it to one;
+    the other gets nothing, keeps waiting (its wait is not over) and takes the next job."""
+    leader, followers = await _leader_and_followers(api)
+    leader_id = (await api.cluster_status(leader, digest=False))["node_id"]
+    q = f"flp{time.time_ns()}"
+    polls = [asyncio.create_task(api.post(f, "/jobs/lease", {"queue": q, "wait_ms": 15000, "max_jobs": 5}))
+             for f in followers]
+    await asyncio.sleep(0.5)
+    assert not any(poll.done() for poll in polls)
+    first = await _submit(api, leader, {"payload": 1, "queue": q})
+    done, pending = await asyncio.wait(polls, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    assert len(done) == 1 and len(pending) == 1
+    status, answer, headers = done.pop().result()
+    assert status == 200 and [j["job_id"] for j in answer["jobs"]] == [first["job_id"]]
+    assert headers["X-Raft-Leader"] == leader_id and int(headers["X-Raft-Index"]) > first["_index"]
+    await asyncio.sleep(1.5)  # longer than a parked wait's one-second re-check
+    assert not pending.copy().pop().done()
+    second = await _submit(api, followers[0], {"payload": 2, "queue": q})
+    status, answer, _ = await asyncio.wait_for(pending.pop(), 5)
+    assert status == 200 and [j["job_id"] for j in answer["jobs"]] == [second["job_id"]]
+
+
+async def test_lease_without_wait_through_a_follower_sees_the_leaders_state(api):
+    """A poll without wait_ms is answered from the leader's state, not the follower's copy, which may not have
+    applied the submit yet."""
+    leader, followers = await _leader_and_followers(api)
+    for round_ in range(5):
+        q = f"nw{time.time_ns()}"
+        job = await _submit(api, leader, {"payload": round_, "queue": q})
+        leased = await _lease_job(api, followers[round_ % 2], q)
+        assert leased["job_id"] == job["job_id"]
+
+
 async def test_pause_and_resume_queue(api):
     leader, followers = await _leader_and_followers(api)
     q = f"pause{time.time_ns()}"

@@ -174,7 +174,7 @@ async def test_spoofed_forwarding_headers_get_nothing(api):
     leader = await api.leader()
     follower = (leader + 1) % 3
     forged = {"X-Raftqueue-Forwarded-By": "n9", "X-Raftqueue-Forward-Auth": f"{int(time.time())}.deadbeef"}
-    # a follower still forwards a write that claims to be forwarded already (the claim does not verify)
+    # a follower still forwards a write whose headers claim it was forwarded already (they mean nothing)
     status, answer, _ = await api.post(follower, "/jobs", {"payload": "spoof"}, headers=forged)
     assert status == 201, answer
     # no key plus forged headers is still no key
