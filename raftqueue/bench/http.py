@@ -368,7 +368,7 @@ async def drain(load: Load, queues: list[str], workers: int = 16) -> dict:
             if status == 200:
                 done[0] += len(jobs)
     await asyncio.gather(*[worker() for _ in range(workers)])
-    return {"scenario": "5 drained", "jobs": done[0], "seconds": round(time.perf_counter() - started, 1)}
+    return {"scenario": "drain after 5", "jobs": done[0], "seconds": round(time.perf_counter() - started, 1)}
 
 
 def node_rss_mb(pid: int, field: str = "VmRSS") -> float:

@@ -34,7 +34,7 @@ def test_quick_bench_runs_every_scenario(tmp_path):
         assert len(cpu["nodes_cpu_pct"]) == 3 and sum(cpu["nodes_cpu_pct"]) > 0, cpu
     fixed = first("4 ")
     assert isinstance(fixed["e2e_p50_ms"], float), "no job of scenario 4 was acked"  # NaN (JSON null) when none
-    assert first("5 drained")["jobs"] >= 1_000  # scenario 5 keeps 100 and 1,000 queued; 6 starts without them
+    assert first("drain after 5")["jobs"] >= 500  # scenario 5 keeps up to 100 and 1,000 queued; 6 starts without them
     resources = first("6 resources")
     assert resources["jobs_through"] >= 2_000 and not resources["submit_failures"]
     assert all(mb > 0 for mb in resources["after_through"]["rss_mb"] + resources["after_through"]["disk_mb"])
