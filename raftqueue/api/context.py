@@ -64,7 +64,7 @@ class Context:
         self.extras: dict = {}  # seams for later pieces (auth, metrics, long-poll, events)
         self.authenticator: auth.Authenticator | None = None  # set by create_app; None with --no-auth
 
-    # ----- node-to-node status calls (GET /cluster?all) -------------------------------------------------------
+    # ----- node-to-node status calls (GET /cluster/nodes) ----------------------------------------------------
     def start_peer_session(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=8, keepalive_timeout=30, ttl_dns_cache=5,
                                          ssl=self._ssl)

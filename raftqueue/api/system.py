@@ -77,7 +77,7 @@ async def cluster_nodes(request: web.Request) -> web.Response:
             return own
         try:
             async with ctx.peer_session.get(f"{member.http_addr}/cluster", headers=headers,
-                                                 timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                                            timeout=aiohttp.ClientTimeout(total=2)) as resp:
                 body = orjson.loads(await resp.read())
                 if resp.status == 200:
                     return body

@@ -1,4 +1,4 @@
-"""CPU time spent per job: a figure that a busy or quiet shared machine changes far less than jobs/s.
+"""CPU time spent per job: a figure that a busy or quiet shared machine changes less than jobs/s.
 
 On a 2-core machine that runs three nodes and the load generator, jobs/s is the two cores divided by what one
 job costs all processes together. So the bench also prints that cost: CPU milliseconds per job used by the

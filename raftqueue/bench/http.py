@@ -25,7 +25,7 @@ disk does) sets every p99 that waits for an fsync, whatever the queue does.
 The load generator is this process (asyncio, keep-alive via `rawhttp`, requests spread over all nodes); the
 nodes are separate processes. On a shared 2-core machine they compete for the same cores: the figures include that.
 So scenarios 1-4 also print the CPU one job cost the nodes and the load generator (`cpu.py`): N jobs/s on C
-cores needs the two together under C * 1000 / N ms, and that figure moves far less than jobs/s when the machine
+cores needs the two together under C * 1000 / N ms, and that figure moves less than jobs/s when the machine
 is busy with something else. `--profile DIR` samples the nodes with py-spy during scenarios 1-4 and prints where
 their GIL time went, by layer (`profile.py`; `.venv/bin/pip install 'raftqueue[profile]'` first).
 """
