@@ -90,7 +90,8 @@ class NodeProfiler:
                  rate: int = 100) -> None:
         self.paths = [out_dir / f"{tag}-node{i + 1}.txt" for i in range(len(pids))]
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.procs = [subprocess.Popen([executable, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+        duration = str(max(1, int(seconds)))
+        self.procs = [subprocess.Popen([executable, "record", "--pid", str(pid), "--duration", duration,
                                         "--rate", str(rate), "--gil", "--nonblocking", "--full-filenames",
                                         "--format", "raw", "--output", str(path)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

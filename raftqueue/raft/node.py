@@ -85,7 +85,7 @@ class RaftSettings:
     tick_wait_s: float = 0.01
     group_max_commands: int = 2048
     group_max_bytes: int = 1024 * 1024
-    apply_budget_bytes: int = 1024 * 1024  # log bytes applied per tick (at least one entry), see _SyncObj__applyLogEntries
+    apply_budget_bytes: int = 1024 * 1024  # log bytes applied per tick (at least one entry): _SyncObj__applyLogEntries
     max_message_bytes: int = 32 * 1024 * 1024
     compact_min_entries: int = 20_000
     snapshot_write_bytes_per_s: float = 64e6  # the snapshot child's write rate (see files.write_paced)
@@ -341,8 +341,8 @@ class RaftNode(SyncObj):
 
         The library applies everything committed in one go. After a burst of big batches that was several
         entries of up to 4 MB (then the group-commit cap, about 13,000 jobs each) in one tick: 0.5-1 s in which
-        no heartbeat was sent or read, on every node at once, so followers started elections under load. The commit index is lowered for the
-        call and put back; nothing in between reads it.
+        no heartbeat was sent or read, on every node at once, so followers started elections under load. The
+        commit index is lowered for the call and put back; nothing in between reads it.
         """
         commit = self._SyncObj__raftCommitIndex
         applied = self._SyncObj__raftLastApplied

@@ -11,7 +11,6 @@ import hashlib
 import sys
 from typing import Callable
 
-
 from raftqueue.store import commands as c
 from raftqueue.store import snapshot as snapshot_codec
 from raftqueue.store.backoff import retry_delay_ms
