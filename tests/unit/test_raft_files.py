@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 import zlib
 
 import pytest
@@ -338,3 +339,43 @@ def test_write_paced_keeps_to_its_rate(tmp_path):
         files.write_paced(f, b"x" * 40_000, fsync=False, step=10_000, bytes_per_s=200_000)
     assert time.monotonic() - started >= 0.19  # 40 KB at 200 KB/s: the last step is due at 0.2 s
     assert (tmp_path / "f").stat().st_size == 40_000
+
+
+def test_connection_reads_frames_larger_than_its_buffer_and_drops_the_connection_at_eof():
+    """SafeTcpConnection reads into one buffer it keeps (not a new 1 MB object per recv, as the library did):
+    frames bigger than that buffer and many small ones back to back come out whole and in order, over a real
+    socket pair and the library's poller; the peer closing its end disconnects us."""
+    import socket as socket_mod
+
+    from pysyncobj.poller import createPoller
+    from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+
+    from raftqueue.raft.transport import SafeTcpConnection, _RECV_CHUNK
+
+    poller = createPoller("auto")
+    received: list = []
+    dropped: list = []
+    left, right = socket_mod.socketpair()
+    ends = []
+    for sock, on_message, on_gone in ((left, None, None), (right, received.append, lambda: dropped.append(1))):
+        sock.setblocking(False)
+        conn = TcpConnection(poller, onMessageReceived=on_message, onDisconnected=on_gone, socket=sock,
+                             timeout=30.0, sendBufferSize=2 ** 16, recvBufferSize=2 ** 16)
+        conn.__class__ = SafeTcpConnection
+        ends.append(conn)
+    sender, receiver = ends
+    big = {"type": "append_entries", "entries": [(os.urandom(3 * _RECV_CHUNK + 123), 1, 1)]}
+    small = [{"type": "append_entries", "n": n} for n in range(200)]
+    sender.send(big)
+    for message in small:
+        sender.send(message)
+    deadline = time.monotonic() + 20
+    while len(received) < 1 + len(small) and time.monotonic() < deadline:
+        poller.poll(0.05)
+    assert received == [big, *small]
+    assert receiver.state == CONNECTION_STATE.CONNECTED and not dropped
+    left.close()
+    deadline = time.monotonic() + 5
+    while not dropped and time.monotonic() < deadline:
+        poller.poll(0.05)
+    assert dropped and receiver.state == CONNECTION_STATE.DISCONNECTED
