@@ -133,11 +133,13 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"{concurrency:3d} proposer(s): {r['per_s']:,.0f} proposals/s  p50 {r['p50_ms']:.2f} ms  "
                       f"p99 {r['p99_ms']:.2f} ms  ({r['ok']} ok, {r['errors']} errors)", flush=True)
             kills = await failover(cluster, args.rounds, "kill")
-            print(f"kill -9 leader -> first commit: median {statistics.median(kills):.3f} s, max {max(kills):.3f} s "
-                  f"over {len(kills)} rounds (goal: median <= 0.5 s, max <= 1.5 s)")
+            if kills:  # --rounds 0 / --stop-rounds 0 skip a phase
+                print(f"kill -9 leader -> first commit: median {statistics.median(kills):.3f} s, "
+                      f"max {max(kills):.3f} s over {len(kills)} rounds (goal: median <= 0.5 s, max <= 1.5 s)")
             stops = await failover(cluster, args.stop_rounds, "stop")
-            print(f"SIGSTOP leader -> first commit: median {statistics.median(stops):.3f} s, max {max(stops):.3f} s "
-                  f"over {len(stops)} rounds (goal <= 2 s)")
+            if stops:
+                print(f"SIGSTOP leader -> first commit: median {statistics.median(stops):.3f} s, "
+                      f"max {max(stops):.3f} s over {len(stops)} rounds (goal <= 2 s)")
     finally:
         for node in cluster.nodes:
             node.kill()
