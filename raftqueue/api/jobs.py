@@ -74,6 +74,11 @@ def _lease_answer(jobs: list, list_form: bool, index: int | None, ctx: Context) 
     return response
 
 
+def _leader_stopped_answering(exc: ForwardBroken) -> ApiError:
+    return ApiError(504, "commit_timeout", f"the leader stopped answering ({exc}); a lease may have been granted "
+                                           "and will expire")
+
+
 @routes.post("/jobs/lease")
 async def lease(request: web.Request) -> web.Response:
     ctx = _ctx(request)
@@ -117,16 +122,14 @@ async def lease(request: web.Request) -> web.Response:
                 except ForwardNotSent:
                     pass  # the leader is gone: wait (bounded, below) for the next one
                 except ForwardBroken as exc:
-                    raise ApiError(504, "commit_timeout", f"the leader stopped answering ({exc}); a lease may "
-                                                          "have been granted and will expire") from None
+                    raise _leader_stopped_answering(exc) from None
             elif not asked_empty and waiters.runnable(queues):
                 try:
                     index, results, leader_id = await ctx.batcher.propose(request, [dict(command)], leader)
                 except (ForwardNotSent, LeaderRetry):
                     pass  # the leader is gone, or no longer leads: wait (bounded, below) for the next one
                 except ForwardBroken as exc:
-                    raise ApiError(504, "commit_timeout", f"the leader stopped answering ({exc}); a lease may "
-                                                          "have been granted and will expire") from None
+                    raise _leader_stopped_answering(exc) from None
                 else:
                     jobs = _one(ctx, results)["jobs"]
                     if jobs or time.monotonic() >= deadline:
