@@ -53,6 +53,9 @@ class ReplicatedStore:
         self._last_purge_ms = 0
         self._digest: tuple[int, str] | None = None
         self._digest_lock = asyncio.Lock()
+        # Lease commands applied by this node [that leased jobs, that leased none] (/metrics): every replica
+        # applies the same log, so each counts the same since it started. Not part of the replicated state.
+        self.lease_commands = [0, 0]
 
     def apply_entry(self, blob: bytes, index: int) -> list:
         try:
@@ -71,6 +74,9 @@ class ReplicatedStore:
                     log.exception("store.apply raised at index %d", index)
                     result = {"error": {"code": "internal", "message": "the store could not apply this command"}}
                 results.append(result)
+                leased = result.get("jobs") if type(result) is dict else None  # only a lease answers "jobs"
+                if leased is not None:
+                    self.lease_commands[0 if leased else 1] += 1
             self.state_index = index
         hook = self.on_applied
         if hook is not None:

@@ -17,6 +17,7 @@ from raftqueue.api.context import Context, Settings
 from raftqueue.api.errors import ApiError, error_response
 from raftqueue.api.events import EventHub
 from raftqueue.api.forward import ForwardBroken, ForwardNotSent
+from raftqueue.api.lease_gate import LeaseGate
 from raftqueue.api.longpoll import LeaseWaiters
 from raftqueue.api.metrics import METRICS, Metrics, handle_metrics
 from raftqueue.replica import Replica
@@ -118,6 +119,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
     waiters = LeaseWaiters(replica)
     hub = EventHub(replica)
     ctx.extras["lease_waiters"] = waiters
+    ctx.extras["lease_gate"] = metrics.lease_gate = LeaseGate(replica)
     ctx.extras["events"] = hub
     metrics.events_hub = hub
     app.add_routes(jobs.routes)

@@ -174,7 +174,16 @@ class Context:
             commands = orjson.loads(body)
             if not isinstance(commands, list) or not commands or not all(isinstance(c, dict) for c in commands):
                 raise ApiError(400, "bad_request", "a planned write must be a non-empty list of commands")
-            outcome = await self.propose_here(commands)
+            if len(commands) == 1 and commands[0].get("kind") == "lease":
+                claim = await self.extras["lease_gate"].claim(commands[0])
+                if claim is None:  # nothing left to lease: answer empty as of this node's state, write nothing
+                    if not self.replica.is_leader:
+                        return {"s": 503, "e": "retry", "m": "this node is no longer the leader"}, b""
+                    return {"s": 200, "i": self.replica.applied_index, "l": self.settings.node_id}, b'[{"jobs":[]}]'
+                with claim:
+                    outcome = await self.propose_here(commands)
+            else:
+                outcome = await self.propose_here(commands)
         except ApiError as exc:
             error = exc
         except (KeyError, TypeError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError

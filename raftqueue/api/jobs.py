@@ -85,6 +85,7 @@ async def lease(request: web.Request) -> web.Response:
     body = await ctx.body(request)
     command, wait_ms, list_form = v.lease_command(v.parse_json(body, required=False), ctx.limits, ctx.defaults)
     waiters = ctx.extras["lease_waiters"]
+    gate = ctx.extras["lease_gate"]
     queues = command["queues"]
     deadline = time.monotonic() + wait_ms / 1000
     leader_deadline = time.monotonic() + max(ctx.settings.leader_wait_s, wait_ms / 1000)
@@ -93,8 +94,11 @@ async def lease(request: web.Request) -> web.Response:
     while True:
         replica = ctx.replica
         if replica.is_leader:
-            if waiters.runnable(queues):  # an empty poll never writes to the log
-                outcome = await ctx.propose_here([dict(command)], "the lease may have been granted and will expire")
+            claim = await gate.claim(command)  # None: nothing is left to lease, and an empty poll writes nothing
+            if claim is not None:
+                with claim:
+                    outcome = await ctx.propose_here([dict(command)],
+                                                     "the lease may have been granted and will expire")
                 if outcome is not None:
                     index, results = outcome
                     jobs = _one(ctx, results)["jobs"]

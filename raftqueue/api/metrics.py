@@ -53,6 +53,7 @@ class Metrics:
                                       "Times this node saw the cluster's leader change", registry=r)
         r.register(_StateCollector(self))
         self.events_hub = None  # api/events.EventHub, set by create_app
+        self.lease_gate = None  # api/lease_gate.LeaseGate, set by create_app
         self.forwarders: list = []  # api/forward.Forwarder and BatchForwarder (their `errors` counters)
         self._last_leader: str | None = None
         self._watch: asyncio.Task | None = None
@@ -179,6 +180,18 @@ class _StateCollector:
             yield CounterMetricFamily("raftqueue_sse_dropped_subscribers",
                                       "Event streams closed because the client read too slowly",
                                       value=hub.dropped_total)
+        lease_commands = CounterMetricFamily("raftqueue_lease_commands", "Lease commands this node applied, by "
+                                             "whether they leased a job (empty ones were written for nothing)",
+                                             labels=["result"])
+        leased, empty = replica.state.lease_commands
+        lease_commands.add_metric(["leased"], leased)
+        lease_commands.add_metric(["empty"], empty)
+        yield lease_commands
+        gate = self.metrics.lease_gate
+        if gate is not None:
+            yield CounterMetricFamily("raftqueue_leases_not_proposed", "Leases this node answered empty as leader "
+                                      "without writing to the log: nothing they could take was left",
+                                      value=gate.not_proposed)
         node = replica.node
         role = GaugeMetricFamily("raftqueue_raft_role", "1 for this node's current Raft role", labels=["role"])
         current = replica.role

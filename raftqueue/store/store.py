@@ -24,6 +24,7 @@ COUNTERS = ("total_submits", "total_acks", "total_retries", "total_dead")
 # Stale time-index entries dropped after each command: more than a batch of acks makes stale (1,000), so the
 # heaps keep up, and few enough (about 2 ms) that catching up never stalls a tick.
 TRIM_BUDGET = 1024
+MANY = 1 << 40  # runnable_count: due jobs, not counted one by one
 
 
 class Conflict(Exception):
@@ -570,6 +571,23 @@ class JobStore:
             job = self.jobs[entry[1]]
             return (wanted is None or job.queue in wanted) and job.queue not in self.paused
         return False
+
+    def runnable_count(self, queues: list[str], now_ms: int) -> int:
+        """How many jobs a lease at now_ms could take from these queues (a list; empty = all): the READY jobs of
+        the unpaused ones, plus `MANY` when a waiting job of theirs is due (promoted by the lease itself; not
+        counted). Like `has_runnable`, it sees a due job only when it is the first due of all queues."""
+        names = queues or list(self.by_queue)
+        count = 0
+        for queue in names:
+            counts = self.by_queue.get(queue)
+            if counts is not None and queue not in self.paused:
+                count += counts[READY]
+        entry = self.promotion.first(self.jobs, _is_waiting_for_time)
+        if entry is not None and entry[0] <= now_ms:
+            job = self.jobs[entry[1]]
+            if (not queues or job.queue in names) and job.queue not in self.paused:
+                count += MANY
+        return count
 
     def next_due_ms(self) -> int | None:
         """When an `expire` would next change something (a lease ends or a run_at arrives)."""

@@ -218,6 +218,47 @@ async def test_long_polls_through_both_followers_share_jobs_without_doubles(api)
     assert status == 200 and [j["job_id"] for j in answer["jobs"]] == [second["job_id"]]
 
 
+async def _metric(api: Api, node: int, series: str) -> float:
+    status, text, _ = await api.get(node, "/metrics")
+    assert status == 200
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} is not in /metrics")
+
+
+async def test_long_polls_waiting_on_every_node_write_no_empty_lease(api):
+    """Four long polls wait on each of the three nodes, and every new job wakes a waiter on each node at once.
+    The leader writes a lease only while a job is left for it: each job goes to one poll, and no lease command
+    in the log comes back empty (before the lease gate, two of every three did here)."""
+    leader, followers = await _leader_and_followers(api)
+    q = f"gate{time.time_ns()}"
+    empty = 'raftqueue_lease_commands_total{result="empty"}'
+    leased = 'raftqueue_lease_commands_total{result="leased"}'
+    before = {name: await _metric(api, leader, name) for name in (empty, leased, "raftqueue_leases_not_proposed_total")}
+    polls = [asyncio.create_task(api.post(node, "/jobs/lease", {"queue": q, "wait_ms": 4000}))
+             for node in (leader, *followers) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    submitted: list[str] = []
+    for round_ in range(3):
+        status, answer, _ = await api.post(followers[round_ % 2], "/jobs/batch",
+                                           {"jobs": [{"payload": [round_, i], "queue": q} for i in range(2)]})
+        assert status == 201, answer
+        submitted += answer["job_ids"]
+        await asyncio.sleep(0.3)
+    answers = await asyncio.gather(*polls)
+    got = [body["job_id"] for status, body, _ in answers if status == 200]
+    assert sorted(got) == sorted(submitted)
+    assert sorted(status for status, _, _ in answers) == [200] * 6 + [404] * 6
+    await api.wait_converged()
+    assert await _metric(api, leader, empty) == before[empty]
+    assert await _metric(api, leader, leased) == before[leased] + 6
+    assert await _metric(api, leader, "raftqueue_leases_not_proposed_total") > before[
+        "raftqueue_leases_not_proposed_total"]
+    for follower in followers:  # every replica applied the same lease commands
+        assert await _metric(api, follower, empty) == await _metric(api, leader, empty)
+
+
 async def test_lease_without_wait_through_a_follower_sees_the_leaders_state(api):
     """A poll without wait_ms is answered from the leader's state, not the follower's copy, which may not have
     applied the submit yet."""
