@@ -1,4 +1,4 @@
-"""The `raftqueue` commands users run against a cluster: submit, get, list, lease, ack, nack, cancel, retry,
+"""The `raftqueue` commands users run against a cluster: submit, get, list, lease, ack, nack, release, cancel, retry,
 dead, stats, watch, cluster status, keys, pause, resume, worker.
 
 Every command takes `--url` (repeatable or comma-separated; env RAFTQUEUE_URL) and `--key` (env RAFTQUEUE_KEY),
@@ -482,6 +482,12 @@ def add_commands(sub) -> None:
     p.add_argument("lease_token")
     p.add_argument("--error", default="nacked from the CLI")
     p.add_argument("--retry-in-ms", type=int)
+
+    p = cmd("release", _simple("release", "job_id", "lease_token",
+                               label=lambda a: f"{a.get('job_id')} {a.get('state')} attempts={a.get('attempts')}"),
+            "give a leased job back unfinished (READY at once; the attempt is not counted)")
+    p.add_argument("job_id")
+    p.add_argument("lease_token")
 
     p = cmd("cancel", _simple("cancel", "job_id", "reason",
                               label=lambda a: f"{a.get('job_id')} {a.get('state', 'CANCELLED')}"), "cancel a job")

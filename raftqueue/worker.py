@@ -8,7 +8,7 @@
   it is left to finish in the background and its result is dropped);
 - a lost lease (409 on heartbeat: it expired and another worker may have the job) cancels the handler's result;
 - `stop()` (SIGTERM/SIGINT under `run()`) stops leasing, lets in-flight jobs finish for `shutdown_grace_s`, then
-  gives the rest back (nack with retry_in_ms=0) so another worker takes them at once.
+  gives the rest back (release: READY at once for another worker, and the attempt is not counted).
 
 The handler gets a `JobContext`: the job's fields plus `progress(pct, checkpoint=...)`. A checkpoint saved by
 one attempt is in `ctx.checkpoint` of the next.
@@ -260,8 +260,7 @@ class Worker:
 
     async def _give_back(self, job: LeasedJob) -> None:
         try:
-            await self.client.nack(job.job_id, job.lease_token, f"returned by {self.worker_id} at shutdown",
-                                   retry_in_ms=0)
+            await self.client.release(job.job_id, job.lease_token)
             self.counts["returned"] += 1
         except RaftqueueError as exc:
             log.warning("job %s: could not give it back (%s); its lease will expire", job.job_id, exc)

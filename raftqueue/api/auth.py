@@ -41,7 +41,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/jobs"): "jobs:submit", ("POST", "/jobs/batch"): "jobs:submit",
     ("POST", "/jobs/lease"): "jobs:lease", ("POST", "/jobs/ack"): "jobs:ack",
     ("POST", "/jobs/{job_id}/ack"): "jobs:ack", ("POST", "/jobs/{job_id}/nack"): "jobs:ack",
-    ("POST", "/jobs/{job_id}/extend"): "jobs:ack",
+    ("POST", "/jobs/{job_id}/extend"): "jobs:ack", ("POST", "/jobs/{job_id}/release"): "jobs:ack",
     ("POST", "/jobs/{job_id}/cancel"): "jobs:cancel",
     ("POST", "/jobs/{job_id}/retry"): "jobs:admin", ("POST", "/jobs/dead/retry"): "jobs:admin",
     ("POST", "/queues/{name}/pause"): "jobs:admin", ("POST", "/queues/{name}/resume"): "jobs:admin",

@@ -211,6 +211,7 @@ async def retry_dead(request: web.Request) -> web.Response:
 
 routes.post("/jobs/{job_id}/ack")(_single_job_write(lambda ctx, job, body: v.ack_command(job, body, ctx.limits)))
 routes.post("/jobs/{job_id}/nack")(_single_job_write(lambda ctx, job, body: v.nack_command(job, body, ctx.limits)))
+routes.post("/jobs/{job_id}/release")(_single_job_write(lambda ctx, job, body: v.release_command(job, body)))
 routes.post("/jobs/{job_id}/extend")(_single_job_write(
     lambda ctx, job, body: v.extend_command(job, body, ctx.limits, ctx.defaults)))
 routes.post("/jobs/{job_id}/cancel")(_single_job_write(lambda ctx, job, body: v.cancel_command(job, body, ctx.limits)))

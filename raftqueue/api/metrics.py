@@ -24,7 +24,7 @@ from raftqueue.store.model import STATES
 disable_created_metrics()  # no *_created series: they double the output and dashboards do not use them
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _EVENT_COUNTERS = {"submitted": "submitted", "leased": "leased", "acked": "acked", "nacked": "nacked",
-                   "retry": "retried", "dead": "dead", "cancelled": "cancelled"}
+                   "released": "released", "retry": "retried", "dead": "dead", "cancelled": "cancelled"}
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _ROLES = ("leader", "candidate", "follower", "starting")
 

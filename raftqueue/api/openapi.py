@@ -144,6 +144,11 @@ def document() -> dict:
                                           "error": {"type": "string", "maxLength": 8192},
                                           "retry_in_ms": {"type": "integer", "minimum": 0, "maximum": 31622400000}}),
             [JOB_ID_PARAM], body_required=False)},
+        "/jobs/{job_id}/release": {"post": op(
+            "Give a leased job back unfinished (worker shutdown): READY at once, the attempt not counted",
+            {"200": _json(_obj({"job_id": {"type": "string"}, "state": {"type": "string", "enum": STATES},
+                                "attempts": {"type": "integer", "minimum": 0}}, ["job_id", "state", "attempts"]))},
+            _obj({"lease_token": {"type": "string", "maxLength": 128}}), [JOB_ID_PARAM], body_required=False)},
         "/jobs/{job_id}/extend": {"post": op("Extend a lease; report progress and a checkpoint", {"200": _json(_obj({
             "job_id": {"type": "string"}, "lease_until": TIME}, ["job_id", "lease_until"]))}, _obj({
                 "lease_token": {"type": "string", "maxLength": 128},

@@ -290,6 +290,12 @@ def nack_command(job: str, body: Any, limits: Limits) -> dict:
             "retry_in_ms": integer(body, "retry_in_ms", "retry_in_ms", 0, limits.max_delay_ms, None)}
 
 
+def release_command(job: str, body: Any) -> dict:
+    body = obj(body)
+    reject_unknown(body, {"lease_token"})
+    return {"kind": "release", "job_id": job_id(job), "lease_token": text(body, "lease_token", "lease_token", 128)}
+
+
 def extend_command(job: str, body: Any, limits: Limits, defaults: Defaults) -> dict:
     body = obj(body)
     reject_unknown(body, {"lease_token", "lease_ms", "progress", "checkpoint"})

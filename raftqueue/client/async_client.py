@@ -273,6 +273,13 @@ class AsyncClient:
         _, answer, _ = await self.request("POST", f"/jobs/{job_id}/nack", body, retry_unknown=False)
         return answer
 
+    async def release(self, job_id: str, lease_token: str) -> dict:
+        """Give a job back unfinished (say, the worker is shutting down): READY at once for another worker, and
+        the attempt is not counted. For a job that failed, use `nack`."""
+        _, answer, _ = await self.request("POST", f"/jobs/{job_id}/release", {"lease_token": lease_token},
+                                          retry_unknown=False)
+        return answer
+
     async def extend(self, job_id: str, lease_token: str, lease_ms: int | None = None, *,
                      progress: int | None = None, checkpoint: Any = _UNSET) -> dict:
         """Extend a lease (heartbeat), optionally recording progress (0..100) and a checkpoint."""

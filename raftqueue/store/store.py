@@ -65,7 +65,7 @@ class JobStore:
             "revoke_key": lambda cmd, events: self.keys.revoke(cmd, self.clock),
             "touch_keys": lambda cmd, events: self.keys.touch(cmd, self.clock),
             "submit": self._submit, "submit_batch": self._submit_batch, "lease": self._lease,
-            "ack": self._ack, "ack_batch": self._ack_batch, "nack": self._nack, "extend": self._extend,
+            "ack": self._ack, "ack_batch": self._ack_batch, "nack": self._nack, "release": self._release, "extend": self._extend,
             "cancel": self._cancel, "retry": self._retry, "retry_dead": self._retry_dead,
             "pause_queue": self._pause_queue, "resume_queue": self._resume_queue, "expire": self._expire,
             "purge": self._purge, "noop": self._noop,
@@ -380,6 +380,16 @@ class JobStore:
         job = self._running(cmd, job_id)
         self._fail_attempt(job, message, retry_in, events, "nacked")
         return {"job_id": job.id, "state": job.state, "run_at": job.run_at}
+
+    def _release(self, cmd: dict, events: list) -> dict:
+        """Give a leased job back untouched (a worker shutting down): READY now, and the attempt it was leased
+        for is not counted. Unlike nack, no backoff, no error, and never DEAD."""
+        job_id = c.get_str(cmd, "job_id", max_len=256)
+        job = self._running(cmd, job_id)
+        self._clear_lease(job)
+        job.attempts -= 1
+        self._enter(job, READY, events, "released")  # run_at unchanged: it keeps its place in lease order
+        return {"job_id": job.id, "state": job.state, "attempts": job.attempts}
 
     def _extend(self, cmd: dict, events: list) -> dict:
         job_id = c.get_str(cmd, "job_id", max_len=256)

@@ -137,6 +137,29 @@ async def test_idempotent_submit_returns_the_first_job(api):
     assert status == 200 and again["job_id"] == first["job_id"]
 
 
+async def test_release_through_followers_gives_the_job_back_without_an_attempt(api):
+    leader, followers = await _leader_and_followers(api)
+    q = f"rel{time.time_ns()}"
+    job = await _submit(api, leader, {"payload": "r", "queue": q, "max_retries": 0})
+    leased = await _lease_job(api, followers[0], q)
+    assert leased["attempt"] == 1
+    path = f"/jobs/{job['job_id']}/release"
+    for bad in ({"lease_token": 5}, {"lease_token": leased["lease_token"], "error": "x"}):
+        status, answer, _ = await api.post(followers[1], path, bad)
+        assert status == 400 and answer["error"]["code"] == "validation_error", answer
+    status, answer, _ = await api.post(followers[1], path, {"lease_token": "wrong"})
+    assert status == 409
+    status, answer, headers = await api.post(followers[1], path, {"lease_token": leased["lease_token"]})
+    assert status == 200 and answer == {"job_id": job["job_id"], "state": "READY", "attempts": 0}
+    status, answer, _ = await api.post(followers[0], path, {"lease_token": leased["lease_token"]})
+    assert status == 409  # not RUNNING any more
+    status, seen, _ = await api.get(followers[0], f"/jobs/{job['job_id']}",
+                                    params={"min_index": headers["X-Raft-Index"]})
+    assert seen["state"] == "READY" and seen["attempts"] == 0 and seen.get("lease_until") is None
+    again = await _lease_job(api, leader, q)
+    assert again["job_id"] == job["job_id"] and again["attempt"] == 1
+
+
 async def test_batch_submit_lease_and_ack(api):
     _, followers = await _leader_and_followers(api)
     f = followers[0]

@@ -110,6 +110,41 @@ async def test_worker_acks_nacks_checkpoints_and_abandons_hung_handlers(cluster)
         assert counts["acked"] == 3 and counts["timed_out"] == 1
 
 
+async def test_a_stopping_worker_gives_unfinished_jobs_back_without_spending_an_attempt(cluster):
+    """Past its grace a stopping worker releases the jobs still running: READY at once for the next worker,
+    the attempt not counted (with max_retries=0 a nack would have made it DEAD), the checkpoint kept."""
+    async with AsyncClient(cluster.urls, cluster.admin_key) as client:
+        job = await client.submit({"kind": "long"}, queue="giveback", max_retries=0)
+        started = asyncio.Event()
+
+        async def handler(ctx):
+            if ctx.checkpoint is None:
+                ctx.progress(30, checkpoint={"step": 1})
+                started.set()
+                await asyncio.sleep(60)
+            return {"resumed_from": ctx.checkpoint["step"], "attempt": ctx.attempt}
+
+        first = Worker(handler, "giveback", client=client, concurrency=1, lease_ms=5000, shutdown_grace_s=0.3,
+                       poll_wait_ms=500)
+        runner = asyncio.ensure_future(first.run_async())
+        await asyncio.wait_for(started.wait(), 20)
+        first.stop()
+        counts = await asyncio.wait_for(runner, 30)
+        assert counts["returned"] == 1 and counts["nacked"] == 0
+        back = await client.get(job.job_id)
+        assert back.state == "READY" and back.attempts == 0 and back.last_error is None
+        assert back.checkpoint == {"step": 1} and back.progress == 30
+        second = Worker(handler, "giveback", client=client, concurrency=1, poll_wait_ms=500)
+        runner = asyncio.ensure_future(second.run_async())
+        deadline = time.monotonic() + 20
+        while not (done := await client.get(job.job_id)).finished:
+            assert time.monotonic() < deadline, done.state
+            await asyncio.sleep(0.2)
+        second.stop()
+        await asyncio.wait_for(runner, 30)
+        assert done.state == "ACKED" and done.attempts == 1 and done.result == {"resumed_from": 1, "attempt": 1}
+
+
 HANDLER = '''
 import time
 def handle(ctx):
@@ -146,6 +181,12 @@ def test_cli_commands_and_worker_process_with_graceful_sigterm(cluster, tmp_path
     cli("pause", "cli")
     cli("lease", "-q", "cli", check=3)  # paused: nothing to lease
     cli("resume", "cli")
+    held = orjson.loads(cli("submit", '{"n": 0}', "-q", "cli-release", "--max-retries", "0", "--json").stdout)
+    leased = orjson.loads(cli("lease", "-q", "cli-release", "--json").stdout)
+    assert [j["job_id"] for j in leased] == [held["job_id"]] and leased[0]["attempt"] == 1
+    released = orjson.loads(cli("release", held["job_id"], leased[0]["lease_token"], "--json").stdout)
+    assert released == {"job_id": held["job_id"], "state": "READY", "attempts": 0}
+    cli("release", held["job_id"], leased[0]["lease_token"], check=4)  # not RUNNING any more: 409
     # a slow job in hand at SIGTERM is finished (grace), then the worker exits 0
     slow = orjson.loads(cli("submit", '{"n": 1, "sleep": 2}', "-q", "cli-slow", "--json").stdout)
     worker = subprocess.Popen([sys.executable, "-m", "raftqueue", "worker", "handlers:handle", "-q", "cli",

@@ -11,7 +11,7 @@ from raftqueue.store.backoff import retry_delay_ms
 
 TERMINAL = ("ACKED", "DEAD", "CANCELLED")
 STATES = ("SCHEDULED", "READY", "RUNNING", "RETRY", "ACKED", "DEAD", "CANCELLED")
-KINDS = {"submit", "submit_batch", "lease", "ack", "ack_batch", "nack", "extend", "cancel", "retry", "retry_dead",
+KINDS = {"submit", "submit_batch", "lease", "ack", "ack_batch", "nack", "release", "extend", "cancel", "retry", "retry_dead",
          "pause_queue", "resume_queue", "expire", "purge", "noop"}
 
 
@@ -220,6 +220,13 @@ class ReferenceStore:
         job = self._running(cmd)
         self._fail(job, cmd.get("error", ""), cmd.get("retry_in_ms"))
         return {"job_id": job["id"], "state": job["state"], "run_at": job["run_at"]}
+
+    def _release(self, cmd: dict) -> dict:
+        job = self._running(cmd)
+        job["lease_until"] = job["lease_token"] = None
+        job["attempts"] -= 1
+        self._set(job, "READY")
+        return {"job_id": job["id"], "state": "READY", "attempts": job["attempts"]}
 
     def _extend(self, cmd: dict) -> dict:
         job = self._running(cmd)

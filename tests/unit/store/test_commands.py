@@ -198,6 +198,36 @@ def test_extend_sets_lease_progress_checkpoint(h):
     h.rejected("validation_error", "extend", job_id=a, lease_token=token, lease_ms=10, progress=101)
 
 
+def test_release_gives_the_job_back_without_using_the_attempt(h):
+    a = h.submit(max_retries=0, priority=5)  # one attempt only: a nack would make it DEAD
+    b = h.submit(priority=1)
+    first = h.lease(max_jobs=1)[0]
+    assert first["job_id"] == a and first["attempt"] == 1
+    h.do("extend", job_id=a, lease_token=first["lease_token"], lease_ms=1000, progress=40, checkpoint='{"p":4}')
+    h.rejected("conflict", "release", job_id=a, lease_token="someone-else")
+    h.rejected("not_found", "release", job_id="nope", lease_token=first["lease_token"])
+    h.events.clear()
+    h.now += 10
+    assert h.do("release", job_id=a, lease_token=first["lease_token"]) == {"job_id": a, "state": "READY",
+                                                                         "attempts": 0}
+    assert h.events == [("released", a, "READY", "default")]
+    job = h.store.get(a)
+    assert job["lease_token"] is None and job["lease_until"] is None and job["attempts"] == 0
+    assert job["progress"] == 40 and job["checkpoint"] == '{"p":4}' and job["run_at"] == T0
+    h.rejected("conflict", "release", job_id=a, lease_token=first["lease_token"])  # not RUNNING any more
+    again = h.lease(max_jobs=1)[0]  # it keeps its place in lease order, and the attempt counts from 1 again
+    assert again["job_id"] == a and again["attempt"] == 1 and again["checkpoint"] == '{"p":4}'
+    h.do("nack", job_id=a, lease_token=again["lease_token"], error="real failure")
+    assert h.state(a) == "DEAD" and h.state(b) == "READY"
+
+
+def test_release_of_an_expired_lease_is_refused(h):
+    a = h.submit()
+    token = h.lease(lease_ms=100)[0]["lease_token"]
+    h.now += 100
+    h.rejected("conflict", "release", job_id=a, lease_token=token)
+
+
 def test_checkpoint_reaches_the_next_attempt(h):
     a = h.submit()
     token = h.lease()[0]["lease_token"]

@@ -147,9 +147,11 @@ class StoreMachine(RuleBasedStateMachine):
         running = sorted(j for j, job in self.store.jobs.items() if job.state == RUNNING)
         job_id = data.draw(st.sampled_from(running))
         token = self.store.jobs[job_id].lease_token
-        action = data.draw(st.sampled_from(["ack", "ack", "nack", "extend"]))
+        action = data.draw(st.sampled_from(["ack", "ack", "nack", "extend", "release"]))
         if action == "ack":
             self.run({"kind": "ack", "job_id": job_id, "lease_token": token, "result": '"ok"'})
+        elif action == "release":
+            self.run({"kind": "release", "job_id": job_id, "lease_token": token})
         elif action == "nack":
             self.run({"kind": "nack", "job_id": job_id, "lease_token": token, "error": "failed",
                       "retry_in_ms": data.draw(st.sampled_from([None, 0, 50]))})
@@ -200,6 +202,11 @@ class StoreMachine(RuleBasedStateMachine):
         job_id = self.running_id(data)
         self.run({"kind": "nack", "job_id": job_id, "lease_token": self.token_for(job_id, data), "error": "boom",
                   "retry_in_ms": data.draw(st.sampled_from([None, None, 0, 250]))})
+
+    @rule(data=st.data())
+    def release(self, data) -> None:
+        job_id = self.running_id(data)
+        self.run({"kind": "release", "job_id": job_id, "lease_token": self.token_for(job_id, data)})
 
     @rule(data=st.data())
     def extend(self, data) -> None:
