@@ -291,9 +291,13 @@ def nack_command(job: str, body: Any, limits: Limits) -> dict:
 
 
 def release_command(job: str, body: Any) -> dict:
+    """The lease token is required: a release does not use the attempt, so it must come from the lease holder."""
     body = obj(body)
     reject_unknown(body, {"lease_token"})
-    return {"kind": "release", "job_id": job_id(job), "lease_token": text(body, "lease_token", "lease_token", 128)}
+    token = text(body, "lease_token", "lease_token", 128)
+    if token is None:
+        raise invalid("lease_token", "is required")
+    return {"kind": "release", "job_id": job_id(job), "lease_token": token}
 
 
 def extend_command(job: str, body: Any, limits: Limits, defaults: Defaults) -> dict:

@@ -24,7 +24,7 @@ ack             job_id, lease_token|None, result|None, result_error|None     {jo
 ack_batch       acks: [ack fields]      per item                             {results: [{job_id, state} |
                                                                               {job_id, error}]}
 nack            job_id, lease_token|None, error, retry_in_ms|None            {job_id, state, run_at}
-release         job_id, lease_token|None                                     {job_id, state, attempts}
+release         job_id, lease_token (required)                               {job_id, state, attempts}
 extend          job_id, lease_token|None, lease_ms, progress|None,           {job_id, lease_until}
                 checkpoint|None
 cancel          job_id, reason|None                                          {job_id, state}
@@ -43,14 +43,14 @@ Semantics worth knowing:
   SCHEDULED/RETRY whose run_at <= clock with every dependency ACKED (lease promotes those first).
   Paused queues are skipped. Each leased job: RUNNING, attempts += 1, lease_until = clock + (command
   lease_ms, else the job's lease_ms, else default_lease_ms), lease_token = f"{token_base}.{i}".
-- Effective lease checks use the store clock: ack, nack, release and extend need RUNNING, lease_until > clock and,
-  when given, the matching token. A token-less ack (the seed API) is accepted only under those same
+- Effective lease checks use the store clock: ack, nack, release and extend need RUNNING, lease_until >
+  clock and, when given, the matching token. A token-less ack (the seed API) is accepted only under those same
   conditions; it cannot tell a stale worker from the current one, so it is documented as unsafe.
 - Nack and lease expiry (`expire`) use up the attempt: RETRY with run_at = clock + delay (retry_in_ms, else
   the job's backoff with deterministic jitter), or DEAD when attempts == 1 + max_retries.
 - release gives a job back without using the attempt: READY at once with its run_at unchanged (so it keeps
   its place in lease order), attempts -= 1, lease cleared, progress and checkpoint kept. Same lease checks
-  as nack.
+  as nack, but the token is required: only the lease holder may give an attempt back.
 - extend sets lease_until = clock + lease_ms (it may shorten a lease: a worker can hand a job back early).
 - cancel works from SCHEDULED, READY, RETRY and RUNNING (the lease is revoked). Terminal states (ACKED, DEAD,
   CANCELLED) are left only through retry, which makes the job READY now and ignores its dependencies;

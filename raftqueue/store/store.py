@@ -65,7 +65,8 @@ class JobStore:
             "revoke_key": lambda cmd, events: self.keys.revoke(cmd, self.clock),
             "touch_keys": lambda cmd, events: self.keys.touch(cmd, self.clock),
             "submit": self._submit, "submit_batch": self._submit_batch, "lease": self._lease,
-            "ack": self._ack, "ack_batch": self._ack_batch, "nack": self._nack, "release": self._release, "extend": self._extend,
+            "ack": self._ack, "ack_batch": self._ack_batch, "nack": self._nack, "release": self._release,
+            "extend": self._extend,
             "cancel": self._cancel, "retry": self._retry, "retry_dead": self._retry_dead,
             "pause_queue": self._pause_queue, "resume_queue": self._resume_queue, "expire": self._expire,
             "purge": self._purge, "noop": self._noop,
@@ -385,6 +386,7 @@ class JobStore:
         """Give a leased job back untouched (a worker shutting down): READY now, and the attempt it was leased
         for is not counted. Unlike nack, no backoff, no error, and never DEAD."""
         job_id = c.get_str(cmd, "job_id", max_len=256)
+        c.get_str(cmd, "lease_token", max_len=1024)  # required: only the lease holder may skip the attempt
         job = self._running(cmd, job_id)
         self._clear_lease(job)
         job.attempts -= 1

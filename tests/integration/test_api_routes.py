@@ -144,7 +144,7 @@ async def test_release_through_followers_gives_the_job_back_without_an_attempt(a
     leased = await _lease_job(api, followers[0], q)
     assert leased["attempt"] == 1
     path = f"/jobs/{job['job_id']}/release"
-    for bad in ({"lease_token": 5}, {"lease_token": leased["lease_token"], "error": "x"}):
+    for bad in ({"lease_token": 5}, {"lease_token": leased["lease_token"], "error": "x"}, {}):
         status, answer, _ = await api.post(followers[1], path, bad)
         assert status == 400 and answer["error"]["code"] == "validation_error", answer
     status, answer, _ = await api.post(followers[1], path, {"lease_token": "wrong"})

@@ -222,6 +222,8 @@ class ReferenceStore:
         return {"job_id": job["id"], "state": job["state"], "run_at": job["run_at"]}
 
     def _release(self, cmd: dict) -> dict:
+        if not isinstance(cmd.get("lease_token"), str):
+            raise Reject("validation_error")
         job = self._running(cmd)
         job["lease_until"] = job["lease_token"] = None
         job["attempts"] -= 1

@@ -206,6 +206,7 @@ def test_release_gives_the_job_back_without_using_the_attempt(h):
     h.do("extend", job_id=a, lease_token=first["lease_token"], lease_ms=1000, progress=40, checkpoint='{"p":4}')
     h.rejected("conflict", "release", job_id=a, lease_token="someone-else")
     h.rejected("not_found", "release", job_id="nope", lease_token=first["lease_token"])
+    h.rejected("validation_error", "release", job_id=a)  # no token: only the lease holder may release
     h.events.clear()
     h.now += 10
     assert h.do("release", job_id=a, lease_token=first["lease_token"]) == {"job_id": a, "state": "READY",
