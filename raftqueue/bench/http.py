@@ -28,6 +28,7 @@ So scenarios 1-4 also print the CPU one job cost the nodes and the load generato
 cores needs the two together under C * 1000 / N ms, and that figure moves less than jobs/s when the machine
 is busy with something else. `--profile DIR` samples the nodes with py-spy during scenarios 1-4 and prints where
 their GIL time went, by layer (`profile.py`; `.venv/bin/pip install 'raftqueue[profile]'` first).
+Every row also says when it ran (UTC), to find its stretch in the nodes' logs (`--node-log-level INFO`).
 """
 from __future__ import annotations
 
@@ -537,6 +538,19 @@ async def measured(make: Callable[[], Awaitable[dict]], tag: str, node_pids: lis
     return row
 
 
+async def stamped(work: Awaitable[dict]) -> dict:
+    """The row of `work`, with the wall-clock times it started and ended (UTC), to match with the nodes' logs
+    (snapshots, elections, slow ticks)."""
+    started = time.time()
+    row = await work
+    row["started_at"], row["ended_at"] = _utc(started), _utc(time.time())
+    return row
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+
 def render(row: dict) -> str:
     if "jobs_per_s" in row:
         text = (f"{row['scenario']:<32} {row['jobs_per_s']:>10,.0f} jobs/s   p50 {row['p50_ms']:>7.2f} ms   "
@@ -553,6 +567,8 @@ def render(row: dict) -> str:
             text += (f"\n    cpu: {nodes}load generator {cpu['load_generator_cpu_ms_per_job']} ms/job "
                      f"({cpu['load_generator_cpu_pct']}%), machine {cpu['machine_busy_pct']}% busy of "
                      f"{100 * (os.cpu_count() or 1)}%")
+        if "started_at" in row:
+            text += f"\n    ran {row['started_at']}-{row['ended_at']} UTC"
         if row.get("profile"):
             text += "\n" + "\n".join(profile.render(row["profile"]))
         return text
@@ -615,19 +631,19 @@ async def run(args: argparse.Namespace) -> int:
                      4: lambda: scenario_fixed_rate(load, seconds, rate=200 if q else 1000)}
             for scenario in args.scenarios:
                 if scenario in timed:
-                    rows.append(await measured(timed[scenario], f"scenario{scenario}", node_pids, seconds,
-                                               profiler_exe, Path(args.profile) if args.profile else None))
+                    rows.append(await stamped(measured(timed[scenario], f"scenario{scenario}", node_pids, seconds,
+                                                       profiler_exe, Path(args.profile) if args.profile else None)))
                 elif scenario == 5:
                     lengths = [100, 1000] if q else args.queued
                     for queued in lengths:
-                        rows.append(await scenario_lease_ack_at(load, cluster, queued, seconds))
+                        rows.append(await stamped(scenario_lease_ack_at(load, cluster, queued, seconds)))
                         print(render(rows[-1]), flush=True)
-                    rows.append(await drain(load, [f"s5-{queued}" for queued in lengths]))
+                    rows.append(await stamped(drain(load, [f"s5-{queued}" for queued in lengths])))
                 elif scenario == 6:
-                    rows.append(await scenario_resources(load, cluster, 2_000 if q else 1_000_000,
-                                                         3.0 if q else args.soak))
+                    rows.append(await stamped(scenario_resources(load, cluster, 2_000 if q else 1_000_000,
+                                                                 3.0 if q else args.soak)))
                     print(render(rows[-1]), flush=True)
-                    rows.append(await scenario_live_rss(load, cluster, 1_000 if q else 1_000_000))
+                    rows.append(await stamped(scenario_live_rss(load, cluster, 1_000 if q else 1_000_000)))
                 print(render(rows[-1]), flush=True)
     finally:
         if cluster is not None:

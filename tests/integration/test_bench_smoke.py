@@ -3,6 +3,7 @@ writes its table as JSON. This keeps the benchmark working; it asserts that each
 how fast (speed is for the benchmark to print, not for a test to judge)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -42,3 +43,5 @@ def test_quick_bench_runs_every_scenario(tmp_path):
     assert live["live_jobs"] >= 1_000
     assert all(peak >= rss > 0 for peak, rss in zip(live["peak_rss_mb"], live["rss_mb"]))
     assert "disk: fdatasync" in proc.stdout and "1 submit, 64 clients" in proc.stdout
+    for row in rows[1:]:  # when each ran (UTC HH:MM:SS), to match with the nodes' logs
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", row["started_at"]) and re.fullmatch(r"\d\d:\d\d:\d\d", row["ended_at"]), row
