@@ -573,21 +573,13 @@ class JobStore:
 
     def has_runnable(self, queues: list[str], now_ms: int) -> bool:
         """Could a lease at time now_ms get a job from these queues (empty list = all)?"""
-        wanted = set(queues) if queues else None
-        names = queues or list(self.ready.heaps)
-        for queue in names:
-            if queue not in self.paused and self.ready.top(queue, self.jobs) is not None:
-                return True
-        entry = self.promotion.first(self.jobs, _is_waiting_for_time)
-        if entry is not None and entry[0] <= now_ms:
-            job = self.jobs[entry[1]]
-            return (wanted is None or job.queue in wanted) and job.queue not in self.paused
-        return False
+        return self.runnable_count(queues, now_ms) > 0
 
     def runnable_count(self, queues: list[str], now_ms: int) -> int:
         """How many jobs a lease at now_ms could take from these queues (a list; empty = all): the READY jobs of
         the unpaused ones, plus `MANY` when a waiting job of theirs is due (promoted by the lease itself; not
-        counted). Like `has_runnable`, it sees a due job only when it is the first due of all queues."""
+        counted). It sees a due job only when it is the first due of all queues (the leader's `expire` promotes
+        the others, and their READY events wake the long polls)."""
         names = queues or list(self.by_queue)
         count = 0
         for queue in names:
