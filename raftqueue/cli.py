@@ -10,6 +10,7 @@ import sys
 import time
 
 from raftqueue import __version__
+from raftqueue.raft.errors import EXIT_CANNOT_APPLY
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -81,8 +82,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
             if i not in restart_at:
                 code = node.proc.returncode if node.proc else None
                 how = f"signal {-code}" if code is not None and code < 0 else f"code {code}"
-                print(f"{cluster.ids[i]} exited ({how})" + ("; restarting in 1 s" if args.restart else ""), flush=True)
-                restart_at[i] = time.monotonic() + 1.0 if args.restart else float("inf")
+                restart = args.restart and code != EXIT_CANNOT_APPLY  # it would stop again at the same entry
+                print(f"{cluster.ids[i]} exited ({how})" + ("; restarting in 1 s" if restart else "")
+                      + ("; it cannot apply an entry a newer build wrote (see its log): not restarted"
+                         if code == EXIT_CANNOT_APPLY else ""), flush=True)
+                restart_at[i] = time.monotonic() + 1.0 if restart else float("inf")
             elif time.monotonic() >= restart_at[i]:
                 del restart_at[i]
                 node.start()

@@ -17,6 +17,7 @@ import orjson
 from raftqueue import gctune
 from raftqueue.clock import Clock
 from raftqueue.forked import prepare_child
+from raftqueue.raft.errors import CannotApply
 from raftqueue.stamping import COMMAND_VERSION
 log = logging.getLogger("raftqueue.state")
 
@@ -57,6 +58,17 @@ class ReplicatedStore:
         # applies the same log, so each counts the same since it started. Not part of the replicated state.
         self.lease_commands = [0, 0]
 
+    def unknown_command(self, commands: list) -> str | None:
+        """Why this build could not apply one of `commands` (see JobStore.unknown_to_this_build), or None.
+        A leader checks what others planned before proposing it: it must not write what its own replica
+        (and every replica of its build) would stop at."""
+        unknown = self.store.unknown_to_this_build
+        for command in commands:
+            reason = unknown(command)
+            if reason is not None:
+                return reason
+        return None
+
     def apply_entry(self, blob: bytes, index: int) -> list:
         try:
             commands = orjson.loads(blob)
@@ -67,6 +79,9 @@ class ReplicatedStore:
         results: list = []
         with self.lock:
             store = self.store
+            reason = self.unknown_command(commands) if type(commands) is list else None
+            if reason is not None:  # before any change: a newer build's command stops this node (fail-stop)
+                raise CannotApply(index, reason)
             for command in commands:
                 try:
                     result = store.apply(command, events)

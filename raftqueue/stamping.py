@@ -8,8 +8,7 @@ from __future__ import annotations
 import secrets
 
 from raftqueue.ids import IdGenerator
-
-COMMAND_VERSION = 1
+from raftqueue.store.commands import COMMAND_VERSION
 
 
 def stamp(command: dict, now_ms: int, ids: IdGenerator) -> dict:

@@ -174,6 +174,10 @@ class Context:
             commands = orjson.loads(body)
             if not isinstance(commands, list) or not commands or not all(isinstance(c, dict) for c in commands):
                 raise ApiError(400, "bad_request", "a planned write must be a non-empty list of commands")
+            unknown = self.replica.state.unknown_command(commands)
+            if unknown is not None:  # a newer follower planned it: every replica of this build would stop at it
+                raise ApiError(501, "not_supported", f"the leader's build cannot apply this write ({unknown}); "
+                                                     "upgrade every node to the same build")
             if len(commands) == 1 and commands[0].get("kind") == "lease":
                 claim = await self.extras["lease_gate"].claim(commands[0])
                 if claim is None:  # nothing left to lease: answer empty as of this node's state, write nothing

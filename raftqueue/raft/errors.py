@@ -49,3 +49,20 @@ class ReplicaClosed(ProposalError):
 
     code = "shutting_down"
     committed = None
+
+
+# The exit status of a node that stopped because it cannot apply a committed entry (EX_CONFIG: the build does
+# not match the cluster). Supervisors should not restart it as it is: it would stop again at the same entry.
+EXIT_CANNOT_APPLY = 78
+
+
+class CannotApply(Exception):
+    """A committed entry holds a command this build does not know (written by a newer build).
+
+    Skipping it, or rejecting it as malformed, would make this replica's state differ from the replicas that
+    apply it. The node stops instead (fail-stop) and applies the entry once it runs the newer build."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"entry {index}: {reason}")
+        self.index = index
+        self.reason = reason

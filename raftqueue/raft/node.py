@@ -40,8 +40,8 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.monotonic import monotonic as monotonic_time
 
-from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded,
-                                   ProposalError, ReplicaClosed)
+from raftqueue.raft.errors import (EXIT_CANNOT_APPLY, CannotApply, CommitUnknown, NoLeader, NotCommitted,
+                                   NotLeader, Overloaded, ProposalError, ReplicaClosed)
 from raftqueue.raft.files import fsync_dir
 from raftqueue.raft.journal import DurableJournal
 from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, read_snapshot, read_snapshot_header,
@@ -125,6 +125,18 @@ def _error_for(reason: int) -> ProposalError:
     if reason == FAIL_REASON.REQUEST_DENIED:
         return NotCommitted("the request was denied")
     return CommitUnknown(f"outcome unknown (raft reason {reason})")
+
+
+def _stop_unable_to_apply(exc: CannotApply) -> None:
+    """Fail-stop: end the process now, before this replica's state can differ from the others'. The entry
+    is durable in the log; a restart with a build that knows its command applies it like any other."""
+    log.critical("cannot apply committed %s: this node runs an older build than the one that wrote it. "
+                 "It stops here rather than let its state differ from the other replicas. Upgrade this node; "
+                 "with the newer build it applies the entry and catches up (exit status %d)",
+                 exc, EXIT_CANNOT_APPLY)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_CANNOT_APPLY)
 
 
 class RaftNode(SyncObj):
@@ -252,6 +264,8 @@ class RaftNode(SyncObj):
                     self._last_slow_tick_log = ended
                     log.warning("raft tick took %.2f s (fsync %.2f s, tick %.2f s, acks+fsync %.2f s)",
                                 ended - started, synced - started, ticked - synced, ended - ticked)
+            except CannotApply as exc:
+                _stop_unable_to_apply(exc)
             except Exception:  # a bug must not kill replication: log it and keep ticking
                 log.exception("raft tick failed")
                 time.sleep(self._settings.tick_wait_s)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from raftqueue.store import commands as c
 from raftqueue.store import snapshot as snapshot_codec
@@ -73,6 +73,23 @@ class JobStore:
         }
 
     # ===== applying ============================================================================================
+    def unknown_to_this_build(self, command: Any) -> str | None:
+        """Why this build cannot apply `command` at all (a kind or a command version it does not know), or None.
+
+        Only a newer build writes such a command. Answering it like a malformed one would leave this replica
+        in a state different from the newer replicas, which apply it; so the replica layer stops instead of
+        applying it, and a leader never proposes one (ReplicatedStore.apply_entry, Context.propose_forwarded).
+        A command of a known kind that is malformed is rejected alike by every build: that is not this case."""
+        if type(command) is not dict:
+            return None
+        kind = command.get("kind")
+        if type(kind) is str and kind not in self._handlers:
+            return f"unknown command kind {kind!r}"
+        version = command.get("v", c.COMMAND_VERSION)
+        if version != c.COMMAND_VERSION:
+            return f"unsupported command version {version!r}"
+        return None
+
     def apply(self, command: dict, events: list | None = None) -> dict:
         """Apply one command. Never raises; a rejected command changes nothing (not even the clock)."""
         if not isinstance(command, dict):
