@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import threading
+import time
 from typing import Callable
 
 import orjson
@@ -57,6 +58,8 @@ class ReplicatedStore:
         # Lease commands applied by this node [that leased jobs, that leased none] (/metrics): every replica
         # applies the same log, so each counts the same since it started. Not part of the replicated state.
         self.lease_commands = [0, 0]
+        self._young = gctune.YoungCollector()
+        self._changes = 0  # jobs changed by the entries this node applied (drives `_young`)
 
     def unknown_command(self, commands: list) -> str | None:
         """Why this build could not apply one of `commands` (see JobStore.unknown_to_this_build), or None.
@@ -93,6 +96,8 @@ class ReplicatedStore:
                 if leased is not None:
                     self.lease_commands[0 if leased else 1] += 1
             self.state_index = index
+        self._changes += len(events)  # one event per job changed
+        self._young.after(self._changes, time.monotonic())  # outside the lock: readers need not wait for it
         hook = self.on_applied
         if hook is not None:
             hook(index, events)

@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from raftqueue import gctune
 from raftqueue.replica import Replica
 from raftqueue.store.model import STATES
 
@@ -192,6 +193,11 @@ class _StateCollector:
             yield CounterMetricFamily("raftqueue_leases_not_proposed", "Leases this node answered empty as leader "
                                       "without writing to the log: nothing they could take was left",
                                       value=gate.not_proposed)
+        pauses = gctune.PAUSES
+        yield CounterMetricFamily("raftqueue_gc_pause_seconds", "Wall time this node's garbage collector ran "
+                                  "(every thread waits meanwhile, the Raft thread too)", value=pauses.total_s)
+        yield GaugeMetricFamily("raftqueue_gc_longest_pause_seconds", "The longest single garbage collection "
+                                "since the node started", value=pauses.longest_s)
         node = replica.node
         role = GaugeMetricFamily("raftqueue_raft_role", "1 for this node's current Raft role", labels=["role"])
         current = replica.role

@@ -40,6 +40,7 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.monotonic import monotonic as monotonic_time
 
+from raftqueue import gctune
 from raftqueue.raft.errors import (EXIT_CANNOT_APPLY, CannotApply, CommitUnknown, NoLeader, NotCommitted,
                                    NotLeader, Overloaded, ProposalError, ReplicaClosed)
 from raftqueue.raft.files import fsync_dir
@@ -165,6 +166,7 @@ class RaftNode(SyncObj):
         self._compaction_header: SnapshotHeader | None = None
         self._compaction_retry_at = 0.0
         self._last_slow_tick_log = 0.0
+        self._apply_s = 0.0  # time spent applying entries, in total (the slow-tick warning's breakdown)
         self._force_compaction = False
         self._snapshot_size = (-1, 0)  # (snapshot index, bytes of its file), see _last_snapshot_bytes
         self._transmission = b""
@@ -248,9 +250,11 @@ class RaftNode(SyncObj):
     def _run(self) -> None:
         self._tick_ident = threading.get_ident()
         slow_s = SLOW_TICK_S
+        pauses = gctune.PAUSES
         while not self._stop_event.is_set():
             try:
-                started = time.monotonic()
+                started, started_cpu = time.monotonic(), time.thread_time()
+                applying, collecting = self._apply_s, pauses.total_s
                 self._journal.sync()
                 synced = time.monotonic()
                 backlog = self._SyncObj__raftCommitIndex > self._SyncObj__raftLastApplied
@@ -260,10 +264,14 @@ class RaftNode(SyncObj):
                 self._journal.sync()
                 ended = time.monotonic()
                 if ended - started > slow_s and ended - self._last_slow_tick_log > 10.0:
-                    # Heartbeats and commits wait for this loop: a stall here is a stall of the cluster.
+                    # Heartbeats and commits wait for this loop: a stall here is a stall of the cluster. The
+                    # parts say where to look: the disk, the store, the collector (on any thread), or the rest.
                     self._last_slow_tick_log = ended
-                    log.warning("raft tick took %.2f s (fsync %.2f s, tick %.2f s, acks+fsync %.2f s)",
-                                ended - started, synced - started, ticked - synced, ended - ticked)
+                    log.warning("raft tick took %.2f s (fsync %.2f s, tick %.2f s, acks+fsync %.2f s; of it "
+                                "applying entries %.2f s, garbage collection %.2f s; this thread ran %.2f s of it)",
+                                ended - started, synced - started, ticked - synced, ended - ticked,
+                                self._apply_s - applying, pauses.total_s - collecting,
+                                time.thread_time() - started_cpu)
             except CannotApply as exc:
                 _stop_unable_to_apply(exc)
             except Exception:  # a bug must not kill replication: log it and keep ticking
@@ -402,7 +410,11 @@ class RaftNode(SyncObj):
     def apply_batch(self, blob: bytes):
         """The one replicated method: apply a JSON array of store commands; returns (index, results)."""
         index = self._SyncObj__raftLastApplied + 1
-        return index, self._state.apply_entry(blob, index)
+        started = time.monotonic()
+        try:
+            return index, self._state.apply_entry(blob, index)
+        finally:
+            self._apply_s += time.monotonic() - started
 
     def _on_state_changed(self, old: int, new: int) -> None:
         log.info("raft: %s -> %s at term %d", ROLE_NAMES.get(old, old), ROLE_NAMES.get(new, new),

@@ -16,6 +16,13 @@ class KVStore:
         self.clock = 0
         self.applied = 0
 
+    KINDS = ("put", "noop", "expire", "purge")
+
+    def unknown_to_this_build(self, command) -> str | None:
+        if isinstance(command, dict) and isinstance(command.get("kind"), str) and command["kind"] not in self.KINDS:
+            return f"unknown command kind {command['kind']!r}"
+        return None
+
     def apply(self, command: dict, events: list | None = None) -> dict:
         self.clock = max(self.clock, int(command.get("now", 0)))
         kind = command.get("kind")
