@@ -38,9 +38,10 @@ def test_a_deadline_falling_between_the_prevote_check_and_the_library_starts_no_
     term = node._SyncObj__raftCurrentTerm
     _deadline_passes_between_check_and_tick(node, gate=True)
     assert (node._SyncObj__raftState, node._SyncObj__raftCurrentTerm) == (FOLLOWER, term)
-    assert node._SyncObj__raftElectionDeadline < monotonic_time()  # given back: the next tick pre-votes
+    assert node._SyncObj__raftElectionDeadline < monotonic_time()  # given back: the next ticks pre-vote
     sent_round = node._prevote_round
-    _tick(node)
+    _tick(node)  # the first tick to find the deadline passed only looks (it reads what has arrived) ...
+    _tick(node)  # ... the next one asks
     assert node._prevote_round == sent_round + 1 and node._SyncObj__raftCurrentTerm == term
 
 
@@ -65,3 +66,47 @@ def test_control_a_live_permission_lets_the_library_elect(node):
     node._SyncObj__raftElectionDeadline = 0.0
     _tick(node)
     assert node._SyncObj__raftCurrentTerm == term + 1
+
+
+def _leader_contact(raft: RaftNode, connected: bool, ago_s: float) -> None:
+    """As if `ago_s` ago an append came from a leader whose connection is now open or closed."""
+    leader = next(iter(raft._SyncObj__otherNodes))
+    raft._SyncObj__raftLeader = leader
+    raft._last_leader_contact = monotonic_time() - ago_s
+    if connected:
+        raft._SyncObj__connectedNodes.add(leader)
+    else:
+        raft._SyncObj__connectedNodes.discard(leader)
+        raft._SyncObj__connectedNodes.add(next(n for n in raft._SyncObj__otherNodes if n is not leader))
+
+
+def test_the_first_tick_past_the_deadline_only_looks_and_a_heartbeat_read_meanwhile_cancels_it(node):
+    node._SyncObj__raftElectionDeadline = 0.0
+    _tick(node)
+    assert node._prevote_round == 0 and node._deadline_seen
+    node._SyncObj__raftElectionDeadline = monotonic_time() + 0.3  # what a heartbeat read by that tick does
+    _tick(node)
+    assert not node._deadline_seen
+    node._SyncObj__raftElectionDeadline = 0.0  # the next silence is looked at afresh
+    _tick(node)
+    assert node._prevote_round == 0
+
+
+def test_a_leader_whose_connection_is_open_gets_the_stall_grace(node):
+    _leader_contact(node, connected=True, ago_s=0.7)  # silent for longer than any election timeout
+    node._SyncObj__raftElectionDeadline = 0.0
+    for _ in range(3):
+        _tick(node)
+    assert node._prevote_round == 0
+    node._last_leader_contact = monotonic_time() - node._settings.stall_grace_s - 0.01  # the grace is over
+    node._SyncObj__raftElectionDeadline = 0.0
+    _tick(node)
+    assert node._prevote_round == 1
+
+
+def test_control_a_leader_whose_connection_closed_is_not_waited_for(node):
+    _leader_contact(node, connected=False, ago_s=0.7)
+    node._SyncObj__raftElectionDeadline = 0.0
+    _tick(node)
+    _tick(node)
+    assert node._prevote_round == 1
