@@ -169,8 +169,8 @@ def _token_after_separator(argv: list[str]) -> list[str]:
     """`raftqueue ack <job_id> <lease_token> ...` with a token that starts with "-" (tokens of builds before
     2026-11-27 did, 1 in 64): argparse would read it as an option. Move it behind "--", where it can only be
     the positional it is."""
-    if len(argv) >= 3 and argv[0] in _TOKEN_COMMANDS and argv[2].startswith("-") and argv[2] != "--" \
-            and not argv[1].startswith("-") and not argv[2].startswith("--"):
+    if len(argv) >= 3 and argv[0] in _TOKEN_COMMANDS and not argv[1].startswith("-") \
+            and argv[2].startswith("-") and not argv[2].startswith("--"):
         return [argv[0], argv[1], *argv[3:], "--", argv[2]]
     return argv
 

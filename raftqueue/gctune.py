@@ -8,9 +8,9 @@ is alive, moving long-lived objects out of the collector's sight. Frozen objects
 reference counting; only cyclic garbage alive at the moment of a freeze is kept (a few KB at most).
 
 The youngest generation is also collected every 100 ms while the store is busy (`YoungCollector`, after
-applying an entry), not only when its allocation count says so. CPython's count is allocations minus deallocations, and freeing old objects
-counts too: while retention purges as many jobs as are submitted, the count hardly moves while the young
-generation itself grows. Measured in the bench's scenario 6: young collections of 250,000-300,000 objects
+applying an entry), not only when its allocation count says so. CPython's count is allocations minus frees,
+and frees of old objects count too: while retention purges as many jobs as are submitted, the count hardly
+moves while the young generation itself grows. Measured in the bench's scenario 6: young collections of 250,000-300,000 objects
 (the index tuples and Job objects of ~60,000 new jobs), 150-480 ms each, inside the Raft tick; with the
 leader's tick stalled that long, followers started elections (six leader changes in one run).
 """

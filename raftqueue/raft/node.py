@@ -613,6 +613,7 @@ class RaftNode(SyncObj):
             # armed would let a later timeout (a cut-off follower) skip the pre-vote and depose a live leader.
             self._prevote_ok_term = None
         if state == LEADER or self._SyncObj__selfNode is None:
+            self._deadline_seen = False
             return None
         if self._prevote_ok_term is not None or self._SyncObj__transferInProgress:
             return None  # let the library run the election we (or the leader handing over) allowed
