@@ -69,6 +69,8 @@ SCHEMAS = {
 }
 
 ERRORS = {"4XX": {"description": "a client error", "content": {"application/json": {"schema": ref("Error")}}},
+          "501": {"description": "not supported: the leader runs an older build that cannot apply this write",
+                  "content": {"application/json": {"schema": ref("Error")}}},
           "503": {"description": "no leader (retry)", "content": {"application/json": {"schema": ref("Error")}}},
           "504": {"description": "commit timeout: retry with the idempotency key",
                   "content": {"application/json": {"schema": ref("Error")}}}}
