@@ -7,8 +7,8 @@ thresholds, pauses the collector around bulk work (restore, snapshot) and period
 is alive, moving long-lived objects out of the collector's sight. Frozen objects are still freed by
 reference counting; only cyclic garbage alive at the moment of a freeze is kept (a few KB at most).
 
-The youngest generation is also collected every 100 ms while the store is busy (`YoungCollector`, after
-applying an entry), not only when its allocation count says so. CPython's count is allocations minus frees,
+The youngest generation is also collected after every 5,000 job changes that saw no collection of it
+(`YoungCollector`, after applying an entry), not only when its allocation count says so. CPython's count is allocations minus frees,
 and frees of old objects count too: while retention purges as many jobs as are submitted, the count hardly
 moves while the young generation itself grows. Measured in the bench's scenario 6: young collections of 250,000-300,000 objects
 (the index tuples and Job objects of ~60,000 new jobs), 150-480 ms each, inside the Raft tick; with the
@@ -50,23 +50,25 @@ PAUSES = PauseClock()
 
 
 class YoungCollector:
-    """Collects the youngest generation every `every_s` while the store is busy (at least `min_changes` job
-    changes since the last one), so that it never holds more than that long's new objects: a young
-    collection costs about a microsecond per object it walks, whatever triggered it. An idle or lightly used
-    node is left to CPython's own count."""
+    """Collects the youngest generation when `every_changes` jobs changed (each leaves a Job or a few index
+    tuples in it) and CPython has not collected it meanwhile. Where its own count works this never fires;
+    where frees of old objects hold that count back, it keeps the generation to about that many jobs' objects
+    (a young collection costs about a microsecond per object it walks, whatever triggered it)."""
 
-    def __init__(self, every_s: float = 0.1, min_changes: int = 1_000) -> None:
-        self.every_s = every_s
-        self.min_changes = min_changes
-        self._at = 0.0
+    def __init__(self, every_changes: int = 5_000) -> None:
+        self.every_changes = every_changes
         self._changes = 0
+        self._collections = -1
 
-    def after(self, changes: int, now: float) -> None:
-        if now - self._at < self.every_s or changes - self._changes < self.min_changes:
+    def after(self, changes: int) -> None:
+        if changes - self._changes < self.every_changes:
             return
-        self._at, self._changes = now, changes
-        if gc.isenabled():  # paused around bulk work (restore, snapshot): leave it to that work's end
+        self._changes = changes
+        collections = gc.get_stats()[0]["collections"]
+        if collections == self._collections and gc.isenabled():  # (paused around bulk work: left to its end)
             gc.collect(0)
+            collections = gc.get_stats()[0]["collections"]
+        self._collections = collections
 
 
 def configure() -> None:

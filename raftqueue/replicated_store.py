@@ -10,7 +10,6 @@ import gc
 import logging
 import os
 import threading
-import time
 from typing import Callable
 
 import orjson
@@ -97,7 +96,7 @@ class ReplicatedStore:
                     self.lease_commands[0 if leased else 1] += 1
             self.state_index = index
         self._changes += len(events)  # one event per job changed
-        self._young.after(self._changes, time.monotonic())  # outside the lock: readers need not wait for it
+        self._young.after(self._changes)  # outside the lock: readers need not wait for the collector
         hook = self.on_applied
         if hook is not None:
             hook(index, events)

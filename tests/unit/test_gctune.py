@@ -1,5 +1,5 @@
 """The node's collector helpers: the pause clock counts collections on any thread, and the young collector
-runs only while the store is busy and at most every `every_s`."""
+steps in only when CPython's own count did not collect the young generation."""
 from __future__ import annotations
 
 import gc
@@ -8,26 +8,33 @@ import threading
 from raftqueue import gctune
 
 
-def _count_collects(monkeypatch) -> list[int]:
+def test_young_collector_collects_only_when_cpython_has_not(monkeypatch):
+    stats = [{"collections": 7}]
     calls: list[int] = []
-    monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)
-    return calls
 
-
-def test_young_collector_runs_while_busy_and_not_more_often_than_asked(monkeypatch):
-    calls = _count_collects(monkeypatch)
-    young = gctune.YoungCollector(every_s=0.1, min_changes=1_000)
-    young.after(changes=5_000, now=10.0)      # busy, first time: collects
-    young.after(changes=5_500, now=10.2)      # time is up, but only 500 changes since: left to CPython
-    young.after(changes=9_000, now=10.25)     # both: collects
-    young.after(changes=12_000, now=10.3)     # busy, but too soon
+    def collect(generation=2):
+        calls.append(generation)
+        stats[0] = {"collections": stats[0]["collections"] + 1}
+        return 0
+    monkeypatch.setattr(gc, "collect", collect)
+    monkeypatch.setattr(gc, "get_stats", lambda: stats)
+    young = gctune.YoungCollector(every_changes=1_000)
+    young.after(1_000)                 # first look: notes the count (7)
+    young.after(1_500)                 # fewer than 1,000 changes since
+    young.after(2_000)                 # 1,000 more and no collection since: collects
+    stats[0] = {"collections": 20}     # CPython collected on its own
+    young.after(3_000)                 # ... so this one does not
+    young.after(4_000)                 # and none since: collects
     assert calls == [0, 0]
 
 
 def test_young_collector_leaves_a_paused_collector_alone(monkeypatch):
-    calls = _count_collects(monkeypatch)
+    calls: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)
+    young = gctune.YoungCollector(every_changes=10)
     with gctune.paused():
-        gctune.YoungCollector().after(changes=10_000, now=100.0)
+        for changes in range(0, 100, 10):
+            young.after(changes)
     assert calls == []
 
 
