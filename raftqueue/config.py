@@ -87,6 +87,7 @@ class NodeConfig:
     http_timeout_ms: int = 30_000
     key_touch_interval_ms: int = 60_000
     snapshot_every: int = 20_000
+    stall_grace_ms: int = 1_000
     extra: dict = field(default_factory=dict)
 
 
@@ -138,6 +139,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     a("--snapshot-every", type=int, default=None,
       help="snapshot the state and trim the log after this many entries, once the log also holds a quarter of "
            "the last snapshot's bytes (or 64 MB); default 20000 (env RAFTQUEUE_SNAPSHOT_EVERY)")
+    a("--stall-grace", help="how long a follower still connected to the leader waits without its heartbeats before "
+                            "it asks for an election, 0 to 1s; default 1s (env RAFTQUEUE_STALL_GRACE). A leader "
+                            "that crashed closes its connections and is replaced in about 0.4s whatever this is; "
+                            "a hung or cut-off one after about this long. 0 suits machines that are never "
+                            "starved of CPU; the default rides out a collector or a busy machine")
     a("--clock-offset-ms", type=int, default=None, help=argparse.SUPPRESS)  # chaos testing: skew this node's clock
     a("--debug-routes", action="store_true", default=None, help=argparse.SUPPRESS)  # chaos testing: /debug/*
 
@@ -223,4 +229,5 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         key_touch_interval_ms=parse_duration_ms(_pick(args.key_touch_interval, "RAFTQUEUE_KEY_TOUCH_INTERVAL") or "60s",
                                                 "--key-touch-interval"),
         snapshot_every=int(_pick(args.snapshot_every, "RAFTQUEUE_SNAPSHOT_EVERY") or 20_000),
+        stall_grace_ms=parse_duration_ms(_pick(args.stall_grace, "RAFTQUEUE_STALL_GRACE") or "1s", "--stall-grace"),
     )

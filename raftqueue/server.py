@@ -33,7 +33,8 @@ def replica_config(config: NodeConfig) -> ReplicaConfig:
     return ReplicaConfig(node_id=config.node_id, members=config.members, data_dir=config.data_dir,
                          secret=config.cluster_secret, insecure_raft=config.insecure_raft,
                          raft_bind=config.raft_bind, fsync=config.fsync, retention_ms=config.retention_ms,
-                         raft={"compact_min_entries": config.snapshot_every})
+                         raft={"compact_min_entries": config.snapshot_every,
+                               "stall_grace_s": config.stall_grace_ms / 1000})
 
 
 def api_settings(config: NodeConfig) -> Settings:
@@ -56,6 +57,8 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("--http-timeout must be at least 100ms")
     if config.snapshot_every < 100:
         raise ConfigError("--snapshot-every must be at least 100")
+    if not 0 <= config.stall_grace_ms <= 1_000:  # must stay below the leader's own step-down (leader_fallback_s)
+        raise ConfigError("--stall-grace must be between 0 and 1s")
 
 
 async def run(config: NodeConfig) -> int:

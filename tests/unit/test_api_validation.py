@@ -131,6 +131,26 @@ def test_config_errors_say_what_to_fix(argv, needle, monkeypatch):
     assert needle in str(err.value)
 
 
+def test_stall_grace_reaches_the_raft_settings_and_is_bounded(tmp_path, monkeypatch):
+    from raftqueue.server import replica_config, validate
+    monkeypatch.setenv("RAFTQUEUE_ADMIN_KEY", "k" * 32)
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    base = ["--node-id", "n1", "--raft-addr", "127.0.0.1:9081", "--http-addr", "127.0.0.1:8081",
+            "--data-dir", str(tmp_path), "--insecure-raft"]
+    default = config_from_args(parser.parse_args(base))
+    assert replica_config(default).raft["stall_grace_s"] == 1.0
+    quick = config_from_args(parser.parse_args([*base, "--stall-grace", "0"]))
+    validate(quick)
+    assert replica_config(quick).raft["stall_grace_s"] == 0.0
+    monkeypatch.setenv("RAFTQUEUE_STALL_GRACE", "250ms")
+    assert replica_config(config_from_args(parser.parse_args(base))).raft["stall_grace_s"] == 0.25
+    too_long = config_from_args(parser.parse_args([*base, "--stall-grace", "2s"]))
+    with pytest.raises(ConfigError) as err:
+        validate(too_long)  # past a cut-off leader's own step-down (1.2 s) it would only leave the cluster leaderless
+    assert "--stall-grace" in str(err.value)
+
+
 def test_durations_and_peers():
     assert parse_duration_ms("250ms", "x") == 250 and parse_duration_ms("7d", "x") == 7 * 86_400_000
     assert parse_duration_ms("1500", "x") == 1500
