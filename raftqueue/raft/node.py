@@ -168,6 +168,7 @@ class RaftNode(SyncObj):
         self._prevote_ok_term: int | None = None  # a majority said it would vote for us in this term + 1 ...
         self._prevote_ok_until = 0.0  # ... until then (monotonic); a leader's append or this deadline voids it
         self._deadline_seen = False  # the election deadline was found passed at the start of a tick already
+        self._last_stall_discount = float("-inf")  # when this node last discounted a stall of its own
         self._compaction_pid = 0
         self._compaction_header: SnapshotHeader | None = None
         self._compaction_retry_at = 0.0
@@ -264,11 +265,14 @@ class RaftNode(SyncObj):
                 self._journal.sync()
                 synced = time.monotonic()
                 backlog = self._SyncObj__raftCommitIndex > self._SyncObj__raftLastApplied
-                self._gated_tick(0.0 if backlog else self._settings.tick_wait_s)
+                wait_s = 0.0 if backlog else self._settings.tick_wait_s
+                self._gated_tick(wait_s)
                 ticked = time.monotonic()
                 self._send_deferred_acks()
                 self._journal.sync()
                 ended = time.monotonic()
+                if ended - started - wait_s > self._settings.election_min_s:
+                    self._discount_own_stall(ended - started - wait_s)
                 if ended - started > slow_s and ended - self._last_slow_tick_log > 10.0:
                     # Heartbeats and commits wait for this loop: a stall here is a stall of the cluster. The
                     # parts say where to look: the disk, the store, the collector (on any thread), or the rest.
@@ -644,6 +648,30 @@ class RaftNode(SyncObj):
         leader = self._SyncObj__raftLeader
         return (leader is not None and leader in self._SyncObj__connectedNodes
                 and now - self._last_leader_contact < self._settings.stall_grace_s)
+
+    def _discount_own_stall(self, deaf_s: float) -> None:
+        """Time this node could not listen is not evidence against the others: push their timers back by it.
+
+        After a stall of its own (a long fsync, its collector, a starved CPU, or the whole host paused, as a VM
+        or a laptop is), a node would otherwise judge its peers by silence it could not have heard. A leader
+        stepped down at its first tick (it checks its followers' answers before reading its sockets), and
+        followers elected a new leader, though nobody had failed: seen as a leader change, and 504s for the
+        writes in flight, after all three nodes of a local cluster stalled for 1.68 s together. Now a leader
+        moves its followers' last answers, and a follower its leader's last contact and its election deadline,
+        later by the stall. At most once per two leader_fallback_s, so a node that is slow all the time still
+        times its peers out, only later."""
+        now = monotonic_time()
+        if now - self._last_stall_discount < 2 * self._settings.leader_fallback_s:
+            return
+        self._last_stall_discount = now
+        if self._SyncObj__raftState == LEADER:
+            answered = self._SyncObj__lastResponseTime
+            for peer in list(answered):
+                answered[peer] = min(now, answered[peer] + deaf_s)
+        else:
+            self._last_leader_contact = min(now, self._last_leader_contact + deaf_s)
+            self._SyncObj__raftElectionDeadline += deaf_s
+        log.info("raft: this node could not listen for %.2f s; that time is not counted against its peers", deaf_s)
 
     def _send_prevote(self, term: int, now: float) -> None:
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()

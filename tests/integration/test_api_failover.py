@@ -213,3 +213,33 @@ async def test_paused_leader_steps_down_and_nothing_diverges(tmp_path):
             await api.wait_converged()
     finally:
         cluster.stop_all()
+
+
+async def test_a_stall_of_the_whole_host_changes_no_leader(tmp_path):
+    """Every node stopped and resumed together, as when the host stalls (a paused VM, a laptop that slept, a
+    machine starved of CPU): nobody failed, so the leader keeps its role and term, and writes go on. Before
+    nodes discounted their own stalls, the leader stepped down at its first tick and the followers elected
+    another: a leader change, and 504s for the writes in flight."""
+    cluster = make_cluster(tmp_path)
+    cluster.start_all()
+    try:
+        await cluster.wait_ready()
+        async with Api(cluster) as api:
+            leader = await api.leader()
+            status, _, _ = await api.post(leader, "/jobs", {"payload": "before"})
+            assert status == 201
+            before = await api.cluster_status(leader, digest=False)
+            for node in cluster.nodes:
+                node.pause()
+            await asyncio.sleep(2.0)  # longer than the leader's step-down (1.2 s) and the followers' grace (1 s)
+            for node in cluster.nodes:
+                node.resume()
+            await asyncio.sleep(1.5)  # several election timeouts: time for a leader change to show
+            status, _, _ = await api.post((leader + 1) % cluster.size, "/jobs", {"payload": "after"})
+            assert status == 201
+            seen = [await api.cluster_status(i, digest=False) for i in range(cluster.size)]
+            assert [(s["role"] == "leader", s["term"]) for s in seen] == \
+                [(i == leader, before["term"]) for i in range(cluster.size)], seen
+            await api.wait_converged()
+    finally:
+        cluster.stop_all()
