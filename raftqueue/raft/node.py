@@ -169,6 +169,8 @@ class RaftNode(SyncObj):
         self._prevote_ok_until = 0.0  # ... until then (monotonic); a leader's append or this deadline voids it
         self._deadline_seen = False  # the election deadline was found passed at the start of a tick already
         self._last_stall_discount = float("-inf")  # when this node last discounted a stall of its own
+        self._last_tick_at: float | None = None  # when the previous tick started (time.monotonic) ...
+        self._last_tick_wait_s = 0.0  # ... and how long it was allowed to wait for its sockets
         self._compaction_pid = 0
         self._compaction_header: SnapshotHeader | None = None
         self._compaction_retry_at = 0.0
@@ -265,14 +267,11 @@ class RaftNode(SyncObj):
                 self._journal.sync()
                 synced = time.monotonic()
                 backlog = self._SyncObj__raftCommitIndex > self._SyncObj__raftLastApplied
-                wait_s = 0.0 if backlog else self._settings.tick_wait_s
-                self._gated_tick(wait_s)
+                self._gated_tick(0.0 if backlog else self._settings.tick_wait_s)
                 ticked = time.monotonic()
                 self._send_deferred_acks()
                 self._journal.sync()
                 ended = time.monotonic()
-                if ended - started - wait_s > self._settings.election_min_s:
-                    self._discount_own_stall(ended - started - wait_s)
                 if ended - started > slow_s and ended - self._last_slow_tick_log > 10.0:
                     # Heartbeats and commits wait for this loop: a stall here is a stall of the cluster. The
                     # parts say where to look: the disk, the store, the collector (on any thread), or the rest.
@@ -589,7 +588,16 @@ class RaftNode(SyncObj):
 
     # ----- pre-vote (D4) ----------------------------------------------------------------------------------------
     def _gated_tick(self, wait_s: float) -> None:
-        """One library tick, during which it can start only an election a pre-vote allowed."""
+        """One library tick, during which it can start only an election a pre-vote allowed.
+
+        First, time since the previous tick that this node could not listen (beyond the wait it asked the
+        poller for) is taken off its peers' account: the library judges them before it reads its sockets."""
+        now = time.monotonic()
+        if self._last_tick_at is not None:
+            deaf_s = now - self._last_tick_at - self._last_tick_wait_s
+            if deaf_s > self._settings.election_min_s:
+                self._discount_own_stall(deaf_s)
+        self._last_tick_at, self._last_tick_wait_s = now, wait_s
         held = self._maybe_prevote()
         try:
             self.doTick(wait_s)

@@ -34,6 +34,16 @@ def test_a_leader_does_not_step_down_for_silence_it_could_not_hear(node):
     assert node._SyncObj__raftState == LEADER
 
 
+def test_the_tick_finds_the_stall_itself(node):
+    """The gap between two ticks is the stall: whatever held the thread (an fsync before the tick, the
+    collector, the host), the next tick discounts it before the library judges anyone."""
+    node._gated_tick(0)
+    _leader_after_a_stall(node)
+    node._last_tick_at -= STALL_S  # as if the thread had been held that long since its previous tick
+    node._gated_tick(0)
+    assert node._SyncObj__raftState == LEADER
+
+
 def test_control_without_the_discount_the_leader_steps_down_at_once(node):
     _leader_after_a_stall(node)
     node._gated_tick(0)
