@@ -142,7 +142,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     a("--stall-grace", help="how long a follower still connected to the leader waits without its heartbeats before "
                             "it asks for an election, 0 to 1s; default 1s (env RAFTQUEUE_STALL_GRACE). A leader "
                             "that crashed closes its connections and is replaced in about 0.4s whatever this is; "
-                            "a hung or cut-off one after about this long. 0 suits machines that are never "
+                            "a hung or cut-off one after about this long plus 0.4s. 0 suits machines that are never "
                             "starved of CPU; the default rides out a collector or a busy machine")
     a("--clock-offset-ms", type=int, default=None, help=argparse.SUPPRESS)  # chaos testing: skew this node's clock
     a("--debug-routes", action="store_true", default=None, help=argparse.SUPPRESS)  # chaos testing: /debug/*
