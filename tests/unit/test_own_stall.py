@@ -3,20 +3,11 @@ by hand. Each case has a control: the same silence without the discount costs th
 a pre-vote."""
 from __future__ import annotations
 
-import pytest
 from pysyncobj.monotonic import monotonic as monotonic_time  # the library's clock, not time.monotonic
 
 from raftqueue.raft.node import FOLLOWER, LEADER, RaftNode
-from tests.support.idle_node import close_idle_node, idle_node
 
 STALL_S = 2.0  # longer than the leader's step-down (1.2 s) and the follower's grace (1 s)
-
-
-@pytest.fixture
-def node(tmp_path):
-    raft = idle_node(tmp_path)
-    yield raft
-    close_idle_node(raft)
 
 
 def _leader_after_a_stall(raft: RaftNode) -> None:

@@ -8,18 +8,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from pysyncobj.monotonic import monotonic as monotonic_time  # the library's clock, not time.monotonic
 
 from raftqueue.raft.node import FOLLOWER, RaftNode
-from tests.support.idle_node import close_idle_node, idle_node
-
-
-@pytest.fixture
-def node(tmp_path):
-    raft = idle_node(tmp_path)
-    yield raft
-    close_idle_node(raft)
 
 
 def _tick(raft: RaftNode) -> None:
