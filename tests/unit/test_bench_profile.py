@@ -46,7 +46,12 @@ def test_layer_of_prefers_our_packages_and_knows_the_libraries():
 
 
 def _child(code: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code])
+    """A Python child running `code`, returned once the interpreter has started: its start-up CPU (20-30 ms)
+    must not fall inside the window the meter measures (an "idle" child was charged 6% for it)."""
+    child = subprocess.Popen([sys.executable, "-c", "print(flush=True)\n" + code], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    child.stdout.readline()
+    return child
 
 
 def test_cpu_meter_charges_a_busy_process_and_not_an_idle_one():
@@ -58,8 +63,9 @@ def test_cpu_meter_charges_a_busy_process_and_not_an_idle_one():
         time.sleep(0.5)
         figures = meter.stop(jobs=10)
     finally:
-        busy.wait(10)
-        idle.wait(10)
+        for child in (busy, idle):
+            child.wait(10)
+            child.stdout.close()
     busy_pct, idle_pct = figures["nodes_cpu_pct"]
     assert busy_pct >= 30, figures  # a full core unless the machine is very busy
     assert idle_pct <= 5, figures
