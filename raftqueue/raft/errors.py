@@ -31,6 +31,13 @@ class NotCommitted(ProposalError):
     code = "not_committed"
 
 
+class ChangeRefused(ProposalError):
+    """A membership change the leader will not start now (another one is in flight, or its term has no
+    committed entry yet). Certainly not applied; retry in a moment."""
+
+    code = "change_refused"
+
+
 class Overloaded(ProposalError):
     """Too many proposals are waiting. Safe to retry later."""
 

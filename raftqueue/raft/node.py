@@ -18,6 +18,9 @@ D7 install-snapshot throws away log entries newer than the snapshot.  -> `_insta
    when it already holds the snapshot's last entry (Raft §7).
 D8 a timed-out proposal is not cancelled and may commit later.  -> callers get "outcome unknown" and retry with
    idempotency keys; a proposal is never re-sent by us.
+D9 a membership entry is a pickled Node, and the members live only in the library's fork-and-pickle dump.
+   -> our own entry body (`membership`), members in our snapshot header, and the latest list recomputed from
+   snapshot and log at start (`_SyncObj__doChangeCluster`, `_SyncObj__doApplyCommand` overrides).
 
 Threads: PySyncObj runs on our tick thread (`_run`). The store is mutated only there (inside `apply_batch`);
 readers on other threads take the state machine's lock. Proposals cross over through a deque and a pipe.
@@ -41,8 +44,9 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.monotonic import monotonic as monotonic_time
 
 from raftqueue import gctune
-from raftqueue.raft.errors import (EXIT_CANNOT_APPLY, CannotApply, CommitUnknown, NoLeader, NotCommitted,
-                                   NotLeader, Overloaded, ProposalError, ReplicaClosed)
+from raftqueue.raft import membership
+from raftqueue.raft.errors import (EXIT_CANNOT_APPLY, CannotApply, ChangeRefused, CommitUnknown, NoLeader,
+                                   NotCommitted, NotLeader, Overloaded, ProposalError, ReplicaClosed)
 from raftqueue.raft.files import fsync_dir
 from raftqueue.raft.journal import DurableJournal
 from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, read_snapshot, read_snapshot_header,
@@ -99,9 +103,14 @@ class RaftSettings:
     compact_min_bytes: int = 64 * 1024 * 1024
     compact_growth: float = 0.25  # and the log since holds >= this share of the last snapshot's bytes
     queue_size: int = 100_000
+    # The members this node starts with when its snapshot and log say nothing ({"id", "raft_addr",
+    # "http_addr"}, itself included); empty: ids are the Raft addresses and HTTP addresses are unknown.
+    members: list[dict] = field(default_factory=list)
+    members_from_flags: bool = False  # ... even when the snapshot and log record others (restoring a backup)
     extra: dict = field(default_factory=dict)
 
 
+_MEMBERSHIP_BYTE = bytes((membership.MEMBERSHIP,))
 _HELD = float("inf")  # the library's election deadline while our pre-vote holds it back (see _maybe_prevote)
 
 # group-commit entry sizes for /metrics: bucket i counts entries of at most 2**i - 1 commands (plain ints)
@@ -131,6 +140,21 @@ def _error_for(reason: int) -> ProposalError:
     if reason == FAIL_REASON.REQUEST_DENIED:
         return NotCommitted("the request was denied")
     return CommitUnknown(f"outcome unknown (raft reason {reason})")
+
+
+def _describe(members: dict[str, dict]) -> str:
+    return ", ".join(f"{m['id']}={m['raft_addr']}" for m in membership.as_list(members))
+
+
+def _change_done(on_done: Callable[[int | None, Exception | None], None], result, error) -> None:
+    if error == FAIL_REASON.SUCCESS:
+        on_done(result, None)
+    else:
+        on_done(None, _error_for(error))
+
+
+def _transfer_done(on_done: Callable[[int | None, Exception | None], None], result, error) -> None:
+    on_done(None, None if error == FAIL_REASON.SUCCESS else _error_for(error))
 
 
 def _stop_unable_to_apply(exc: CannotApply) -> None:
@@ -180,6 +204,10 @@ class RaftNode(SyncObj):
         self._snapshot_size = (-1, 0)  # (snapshot index, bytes of its file), see _last_snapshot_bytes
         self._transmission = b""
         self.on_role_change: Callable[[str], None] | None = None
+        self.on_members_change: Callable[[list[dict]], None] | None = None  # called on the tick thread
+        self._membership_ops: collections.deque = collections.deque()  # (kind, argument, on_done) from any thread
+        self._members: dict[str, dict] = {}  # the latest list in the log (see _load_members)
+        self._applied_members: dict[str, dict] = {}  # the list as of the applied index
         # Chaos testing only (set through the node's debug routes): Raft peers whose traffic is dropped both
         # ways, as a network partition would. Empty in normal operation.
         self.blocked_peers: frozenset[str] = frozenset()
@@ -219,6 +247,7 @@ class RaftNode(SyncObj):
             dnsFailCacheTime=1.0,
             bindRetryTime=0.5,
             onStateChanged=self._on_state_changed,
+            dynamicMembershipChange=True,  # D9: entries of our own format, see `membership`
         )
         super().__init__(settings.self_addr, settings.peer_addrs, conf, transportClass=HardenedTransport)
 
@@ -234,6 +263,7 @@ class RaftNode(SyncObj):
         self._SyncObj__raftLastApplied = max(journal[0][1], self._snapshot_index)
         self._SyncObj__raftCommitIndex = min(max(journal.getRaftCommitIndex(), self._snapshot_index), last_index)
         self._notifier = self._SyncObj__pipeNotifier
+        self._load_members(snapshot[0] if snapshot else None)
 
     # ----- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -316,6 +346,8 @@ class RaftNode(SyncObj):
             leader = self._SyncObj__raftLeader
             self._fail_pending(NotLeader(leader.address if leader is not None else None,
                                          "this node is not the leader"))
+        if self._membership_ops:
+            self._run_membership_ops()
         super()._checkCommandsToApply()
         self._journal.sync()  # D3: the leader's own copy is durable before it counts toward a commit
 
@@ -769,7 +801,8 @@ class RaftNode(SyncObj):
         first = journal[0][1]
         prev, last = journal[applied - 1 - first], journal[applied - first]
         header = SnapshotHeader(index=applied, term=last[2], prev=prev, last=last,
-                                members=sorted(n.id for n in self._SyncObj__otherNodes | {self._SyncObj__selfNode}))
+                                members=sorted(self._applied_members),
+                                member_specs=membership.as_list(self._applied_members))
         journal.roll_segment()
         target = self._snapshot_path_for(applied)
         parent = os.getpid()
@@ -871,6 +904,9 @@ class RaftNode(SyncObj):
             journal.reset(header.base_entries)
             self._SyncObj__raftLastApplied = header.index
             self._snapshot_index = header.index
+            if header.member_specs is not None:  # else a leader of an older build: keep what this node has
+                self._applied_members = membership.by_addr(header.member_specs)
+                self._set_members(self._applied_members)
             self._fail_waiting_up_to(header.index)
             for path in self._snapshot_files():
                 if path != target:
@@ -886,6 +922,143 @@ class RaftNode(SyncObj):
         for idx in sorted(k for k in waiting if k <= index):
             for _term, callback in waiting.pop(idx):
                 callback(None, FAIL_REASON.UNKNOWN_OUTCOME)
+
+    # ----- membership (D9) ------------------------------------------------------------------------------------
+    def _load_members(self, header: SnapshotHeader | None) -> None:
+        """The members as of the snapshot (or, without one that records them, the start-up flags), then every
+        membership entry in the log after it: Raft uses the latest list in the log, committed or not."""
+        settings = self._settings
+        boot = membership.by_addr(settings.members) or {
+            a: membership.spec(a, a, "") for a in [settings.self_addr, *settings.peer_addrs]}
+        saved = header.member_specs if header is not None else None
+        self._applied_members = membership.by_addr(saved) if saved is not None else boot
+        journal = self._journal
+        after = [journal[i][0] for i in range(len(journal)) if journal[i][1] > self._snapshot_index
+                 and journal[i][0][:1] == _MEMBERSHIP_BYTE]
+        latest = membership.replay(self._applied_members, after)
+        if settings.members_from_flags and latest != boot:
+            log.warning("raft: --members-from-flags: using the start-up flags (%s), not the members recorded in this "
+                        "node's snapshot and log (%s)", _describe(boot), _describe(latest))
+            self._applied_members = latest = boot
+        elif set(latest) != set(boot) or any(latest[a]["id"] != boot[a]["id"] for a in latest if a in boot):
+            log.warning("raft: the members recorded in this node's snapshot and log (%s) differ from its start-up "
+                        "flags (%s); using the recorded ones (change members with POST/DELETE /cluster/members)",
+                        _describe(latest), _describe(boot))
+        self._set_members(latest)
+
+    def _set_members(self, members: dict[str, dict]) -> None:
+        """Make `members` this node's latest list: Raft peers and transport follow it.
+
+        A follower keeps talking to its current leader even when the list leaves it out: a node added after
+        the newest snapshot can lead, send that snapshot to a new node, and its own add entry follows in the
+        log. Dropping it would refuse its connection and nothing would ever arrive."""
+        self_addr = self._SyncObj__selfNode.address
+        peers = [a for a in members if a != self_addr]
+        leader = self._SyncObj__raftLeader
+        leading = self._SyncObj__raftState == LEADER
+        if not leading and leader is not None and leader.address not in members and leader.address != self_addr:
+            peers.append(leader.address)
+        before = set(self._SyncObj__otherNodes)
+        self._SyncObj__updateClusterConfiguration(peers)
+        if leading:
+            now = monotonic_time()
+            for node in set(self._SyncObj__otherNodes) - before:
+                self._SyncObj__lastResponseTime[node] = now  # the library's step-down check reads every peer's
+        self._publish_members(members)
+
+    def _publish_members(self, members: dict[str, dict]) -> None:
+        self._members = dict(members)  # replaced whole: readers on other threads see one list or the other
+        hook = self.on_members_change
+        if hook is not None:
+            hook(membership.as_list(members))
+
+    @property
+    def member_list(self) -> list[dict]:
+        """The latest members in this node's log (any thread)."""
+        return membership.as_list(self._members)
+
+    @property
+    def applied_member_list(self) -> list[dict]:
+        """The members as of the applied index: changes known to be committed (any thread)."""
+        return membership.as_list(self._applied_members)
+
+    def change_members(self, op: str, member: dict,
+                       on_done: Callable[[int | None, Exception | None], None]) -> None:
+        """Propose adding or removing one member (any thread). `on_done(index, error)` runs on the tick thread
+        once the change is applied here; a change the leader refuses (another one in flight, or no entry of
+        its term committed yet) fails with `ChangeRefused`."""
+        self._membership_ops.append(("change", (op, member), on_done))
+        self._wake()
+
+    def transfer_leadership(self, on_done: Callable[[int | None, Exception | None], None]) -> None:
+        """Ask the most caught-up connected follower to take over (any thread); `on_done(None, error)` says
+        whether the request went out, not whether it won."""
+        self._membership_ops.append(("transfer", None, on_done))
+        self._wake()
+
+    def _run_membership_ops(self) -> None:
+        proposed = False
+        while self._membership_ops:
+            kind, argument, on_done = self._membership_ops.popleft()
+            if self._SyncObj__raftState != LEADER:
+                on_done(None, NotLeader(self.leader_addr, "this node is not the leader"))
+            elif kind == "transfer":
+                self.transferLeadership(callback=functools.partial(_transfer_done, on_done))
+            elif proposed or self._change_in_flight():
+                on_done(None, ChangeRefused("another membership change is not applied yet; retry in a moment"))
+            elif not self.leader_ready:
+                on_done(None, ChangeRefused("the leader was just elected and has not committed an entry of its "
+                                            "term yet; retry in a moment"))
+            else:
+                op, member = argument
+                proposed = True  # the library appends it in this tick; the next change sees it in the log
+                self._applyCommand(membership.encode_change(op, member),
+                                   functools.partial(_change_done, on_done), membership.MEMBERSHIP)
+
+    def _change_in_flight(self) -> bool:
+        """A membership entry in the log that is not applied yet. Single-server changes are safe only one at
+        a time (Raft thesis §4.1); the library means to check this but never records the entry's index."""
+        journal = self._journal
+        start = max(self._SyncObj__raftLastApplied + 1 - journal[0][1], 0)
+        return any(journal[i][0][:1] == _MEMBERSHIP_BYTE for i in range(start, len(journal)))
+
+    def _SyncObj__parseChangeClusterRequest(self, command):  # noqa: N802 (overrides the library's pickle.loads)
+        try:
+            change = membership.decode_change(command)
+        except membership.BadChange as exc:
+            log.error("raft: %s; ignoring it", exc)
+            return None
+        if change is None:
+            return None
+        op, member = change
+        return [op, member["raft_addr"], self._SyncObj__nodeClass(member["raft_addr"]), member]
+
+    def _SyncObj__doChangeCluster(self, request, reverse=False):  # noqa: N802 (library's name)
+        """Apply (or undo) one change to the latest member list, as the entry enters (or leaves) the log."""
+        member = request[3] if len(request) > 3 else None
+        if member is None:
+            return False  # a request in the library's own format: not ours, not applied
+        adding = (request[0] == membership.ADD) != reverse
+        if (member["raft_addr"] in self._members) == adding:
+            return False  # already in (or already out of) the list: nothing changes
+        if member["raft_addr"] == self._SyncObj__selfNode.address and self._SyncObj__raftState == LEADER:
+            return False  # a leader does not change itself; it hands over first (api/membership.py)
+        self._set_members(membership.changed(self._members, request[0], member, reverse))
+        log.info("raft: member %s %s (%s)", member["id"], "added" if adding else "removed", member["raft_addr"])
+        return True
+
+    def _SyncObj__doApplyCommand(self, command):  # noqa: N802 (library's name)
+        if command[:1] != _MEMBERSHIP_BYTE:
+            return SyncObj._SyncObj__doApplyCommand(self, command)
+        # The change itself took effect when the entry was appended; applied, it is part of the state a
+        # snapshot at this index records.
+        try:
+            change = membership.decode_change(command)
+        except membership.BadChange:
+            change = None
+        if change is not None:
+            self._applied_members = membership.changed(self._applied_members, *change)
+        return self._SyncObj__raftLastApplied + 1  # the entry's index, for the proposer
 
     # ----- status -----------------------------------------------------------------------------------------------
     @property

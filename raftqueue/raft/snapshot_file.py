@@ -40,13 +40,19 @@ class SnapshotHeader:
     term: int
     prev: Entry
     last: Entry
-    members: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)  # Raft addresses (kept for older readers)
+    # The full member list as of `index` ({"id", "raft_addr", "http_addr"}, see raft.membership); None in
+    # snapshots written before run-time membership changes: the node's --peer flags hold then.
+    member_specs: list[dict] | None = None
 
     def to_json(self) -> bytes:
         def enc(entry: Entry) -> list:
             return [entry[1], entry[2], base64.b64encode(entry[0]).decode()]
-        return orjson.dumps({"index": self.index, "term": self.term, "prev": enc(self.prev),
-                             "last": enc(self.last), "members": self.members})
+        raw = {"index": self.index, "term": self.term, "prev": enc(self.prev), "last": enc(self.last),
+               "members": self.members}
+        if self.member_specs is not None:
+            raw["member_specs"] = self.member_specs
+        return orjson.dumps(raw)
 
     @classmethod
     def from_json(cls, data: bytes) -> "SnapshotHeader":
@@ -55,11 +61,24 @@ class SnapshotHeader:
         def dec(item: list) -> Entry:
             return (base64.b64decode(item[2]), int(item[0]), int(item[1]))
         return cls(index=int(raw["index"]), term=int(raw["term"]), prev=dec(raw["prev"]),
-                   last=dec(raw["last"]), members=list(raw.get("members", [])))
+                   last=dec(raw["last"]), members=list(raw.get("members", [])),
+                   member_specs=_specs(raw.get("member_specs")))
 
     @property
     def base_entries(self) -> list[Entry]:
         return [self.prev, self.last]
+
+
+def _specs(raw: object) -> list[dict] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
+        raise CorruptSnapshot("member_specs is not a list of members")
+    try:
+        return [{"id": str(m["id"]), "raft_addr": str(m["raft_addr"]), "http_addr": str(m["http_addr"])}
+                for m in raw]
+    except KeyError as exc:
+        raise CorruptSnapshot(f"a member without {exc}") from None
 
 
 def encode_snapshot(header: SnapshotHeader, body: bytes) -> list[bytes]:

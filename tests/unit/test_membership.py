@@ -1,0 +1,164 @@
+"""Run-time membership (D9) without a running cluster: the entry format, the member list a log yields, and a
+real RaftNode (never started, ticked by hand) appending, undoing and reloading changes."""
+from __future__ import annotations
+
+import pytest
+from pysyncobj import SyncObj
+
+from raftqueue.api.errors import ApiError
+from raftqueue.api.membership import parse_member
+from raftqueue.raft import membership
+from raftqueue.raft.node import RaftNode, RaftSettings
+from raftqueue.raft.snapshot_file import CorruptSnapshot, SnapshotHeader
+from tests.support.idle_node import _NoState, _free_ports
+
+N4 = membership.spec("n4", "127.0.0.1:9004", "http://127.0.0.1:8004")
+
+
+def _entry(op: str, member: dict) -> bytes:
+    return bytes((membership.MEMBERSHIP,)) + membership.encode_change(op, member)
+
+
+def test_an_entry_round_trips_and_other_entries_are_not_changes():
+    assert membership.decode_change(_entry(membership.ADD, N4)) == (membership.ADD, N4)
+    assert membership.decode_change(b"\x00" + b"[]") is None
+    with pytest.raises(membership.BadChange):
+        membership.decode_change(b"\x02{not json")
+    with pytest.raises(membership.BadChange):
+        membership.decode_change(b'\x02{"op": "swap", "member": {"id": "a", "raft_addr": "b", "http_addr": "c"}}')
+
+
+def test_replay_takes_changes_in_log_order_and_reverse_undoes_one():
+    base = membership.by_addr([membership.spec("n1", "h:1", "http://h:81")])
+    log = [_entry(membership.ADD, N4), b"\x00x", _entry(membership.REMOVE, N4), _entry(membership.ADD, N4)]
+    assert set(membership.replay(base, log)) == {"h:1", N4["raft_addr"]}
+    assert set(membership.replay(base, log[:3])) == {"h:1"}
+    added = membership.changed(base, membership.ADD, N4)
+    assert membership.changed(added, membership.ADD, N4, reverse=True) == base
+    assert base == membership.by_addr([membership.spec("n1", "h:1", "http://h:81")])  # input untouched
+
+
+def test_a_snapshot_header_keeps_the_member_list_and_reads_old_headers():
+    header = SnapshotHeader(index=5, term=2, prev=(b"a", 4, 2), last=(b"b", 5, 2), members=["x:1"],
+                            member_specs=[N4])
+    assert SnapshotHeader.from_json(header.to_json()).member_specs == [N4]
+    old = SnapshotHeader(index=5, term=2, prev=(b"a", 4, 2), last=(b"b", 5, 2), members=["x:1"])
+    assert b"member_specs" not in old.to_json() and SnapshotHeader.from_json(old.to_json()).member_specs is None
+    with pytest.raises(CorruptSnapshot):
+        SnapshotHeader.from_json(header.to_json().replace(b'"http_addr"', b'"other"'))
+
+
+@pytest.mark.parametrize("body, field", [
+    (b'{"id": "n4", "raft_addr": "127.0.0.1:9004"}', "http_addr"),
+    (b'{"id": "n 4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004"}', "id"),
+    (b'{"id": "n4", "raft_addr": "127.0.0.1", "http_addr": "http://127.0.0.1:8004"}', "raft_addr"),
+    (b'{"id": "n4", "raft_addr": "127.0.0.1:0", "http_addr": "http://127.0.0.1:8004"}', "raft_addr"),
+    (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "ftp://127.0.0.1:8004"}', "http_addr"),
+    (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1"}', "http_addr"),
+    (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004/x"}', "http_addr"),
+    (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004", "role": "x"}', "role"),
+    (b'{"id": 4, "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004"}', "id"),
+    (b'{"id": "n4", "raft_addr": "10.0.0.4:9004", "http_addr": "http://10.0.0.4:8004"}', "raft_addr"),
+])
+def test_a_bad_member_is_a_400_naming_the_field(body, field):
+    with pytest.raises(ApiError) as caught:
+        parse_member(body, secret=False)
+    assert caught.value.status == 400 and caught.value.message.startswith(field)
+
+
+def test_a_good_member_parses_and_a_secret_allows_other_hosts():
+    member = parse_member(b'{"id": "n4", "raft_addr": "10.0.0.4:9004", "http_addr": "https://q4.example:8004/"}',
+                          secret=True)
+    assert (member.id, member.raft_addr, member.http_addr) == ("n4", "10.0.0.4:9004", "https://q4.example:8004")
+
+
+# ----- a real RaftNode, ticked by hand ----------------------------------------------------------------------------
+@pytest.fixture
+def cluster_addrs():
+    return [f"127.0.0.1:{p}" for p in _free_ports(4)]
+
+
+def _node(data_dir, addrs: list[str], members: list[str] | None = None, **settings) -> RaftNode:
+    """Member addrs[0] of a cluster whose peers are not running, started with `members` as its flags."""
+    members = members or addrs[:3]
+    specs = [membership.spec(f"n{addrs.index(a) + 1}", a, f"http://h{addrs.index(a) + 1}:80") for a in members]
+    raft = RaftNode(RaftSettings(self_addr=addrs[0], peer_addrs=[a for a in members if a != addrs[0]],
+                                 data_dir=data_dir, members=specs, **settings), _NoState())
+    raft.doTick(0)
+    return raft
+
+
+def _peers(raft: RaftNode) -> set[str]:
+    return {n.address for n in raft._SyncObj__otherNodes}
+
+
+def test_a_follower_takes_a_change_when_appended_undoes_it_when_truncated_and_reloads_it(tmp_path, cluster_addrs):
+    a = cluster_addrs
+    n4 = membership.spec("n4", a[3], "http://h4:80")
+    raft = _node(tmp_path, a)
+    try:
+        leader = next(iter(raft._SyncObj__otherNodes))
+        raft._append(leader, 1, 0, [(_entry(membership.ADD, n4), 2, 1)], leader_commit=1)
+        assert _peers(raft) == {a[1], a[2], a[3]}
+        assert [m["id"] for m in raft.member_list] == ["n1", "n2", "n3", "n4"]
+        assert [m["id"] for m in raft.applied_member_list] == ["n1", "n2", "n3"]  # not committed yet
+        # a new leader's entry at index 2 replaces the uncommitted change: it is undone
+        raft._append(leader, 1, 0, [(b"\x01", 2, 2)], leader_commit=1)
+        assert _peers(raft) == {a[1], a[2]} and [m["id"] for m in raft.member_list] == ["n1", "n2", "n3"]
+        raft._append(leader, 2, 2, [(_entry(membership.ADD, n4), 3, 2), (_entry(membership.REMOVE, {
+            "id": "n2", "raft_addr": a[1], "http_addr": "http://h2:80"}), 4, 2)], leader_commit=2)
+        assert _peers(raft) == {a[2], a[3]}
+        raft._journal.sync()
+    finally:
+        raft._doDestroy()
+    # restarted with its original flags (n1-n3), it takes the list from its log, and says so
+    again = _node(tmp_path, a)
+    try:
+        assert _peers(again) == {a[2], a[3]}
+        assert [m["id"] for m in again.member_list] == ["n1", "n3", "n4"]
+    finally:
+        again._doDestroy()
+    # restoring onto other addresses: --members-from-flags makes the flags win
+    forced = _node(tmp_path, a, members_from_flags=True)
+    try:
+        assert _peers(forced) == {a[1], a[2]}
+        assert [m["id"] for m in forced.member_list] == ["n1", "n2", "n3"]
+        assert [m["id"] for m in forced.applied_member_list] == ["n1", "n2", "n3"]  # and the next snapshot
+    finally:
+        forced._doDestroy()
+
+
+def test_control_without_the_log_the_flags_decide(tmp_path, cluster_addrs):
+    raft = _node(tmp_path, cluster_addrs)
+    try:
+        assert _peers(raft) == set(cluster_addrs[1:3])
+    finally:
+        raft._doDestroy()
+
+
+def test_a_leader_takes_one_change_at_a_time(tmp_path, cluster_addrs):
+    a = cluster_addrs
+    raft = _node(tmp_path, a, members=[a[0]])  # a cluster of one: it elects itself at once
+    try:
+        for _ in range(50):
+            raft.doTick(0.01)
+            raft._journal.sync()
+            if raft.leader_ready:
+                break
+        assert raft.leader_ready
+        outcomes: list = []
+        for i in (1, 2):
+            raft.change_members(membership.ADD, membership.spec(f"n{i + 1}", a[i], f"http://h{i + 1}:80"),
+                                lambda index, error: outcomes.append((index, error)))
+        raft._run_membership_ops()
+        SyncObj._checkCommandsToApply(raft)  # the library appends the one change proposed
+        assert len(outcomes) == 1 and type(outcomes[0][1]).__name__ == "ChangeRefused"
+        assert [m["id"] for m in raft.member_list] == ["n1", "n2"]
+        # while n2's entry is not applied (n2 never answers: no majority), a further change is refused
+        raft.change_members(membership.ADD, membership.spec("n4", a[3], "http://h4:80"),
+                            lambda index, error: outcomes.append((index, error)))
+        raft._run_membership_ops()
+        assert type(outcomes[-1][1]).__name__ == "ChangeRefused"
+        assert [m["id"] for m in raft.member_list] == ["n1", "n2"]
+    finally:
+        raft._doDestroy()
