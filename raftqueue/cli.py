@@ -178,8 +178,8 @@ def _token_after_separator(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = _token_after_separator(list(sys.argv[1:] if argv is None else argv))
-    if argv[:2] == ["cluster", "status"]:  # `raftqueue cluster status` beside `raftqueue cluster` (run one)
-        argv = ["cluster-status", *argv[2:]]
+    if argv[:1] == ["cluster"] and argv[1:2] in (["status"], ["add"], ["remove"]):
+        argv = [f"cluster-{argv[1]}", *argv[2:]]  # `raftqueue cluster status|add|remove` beside `cluster` (run one)
     args = parser.parse_args(argv)
     if getattr(args, "serve_args", None) and args.serve_args[:1] == ["--"]:
         args.serve_args = args.serve_args[1:]

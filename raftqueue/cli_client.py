@@ -1,5 +1,5 @@
 """The `raftqueue` commands users run against a cluster: submit, get, list, lease, ack, nack, release, cancel, retry,
-dead, stats, watch, cluster status, keys, pause, resume, worker.
+dead, stats, watch, cluster status|add|remove, keys, pause, resume, worker.
 
 Every command takes `--url` (repeatable or comma-separated; env RAFTQUEUE_URL) and `--key` (env RAFTQUEUE_KEY),
 prints a human table by default and JSON with `--json`. Exit codes scripts can rely on:
@@ -382,6 +382,21 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
     return run(args, body)
 
 
+def cmd_cluster_members(args: argparse.Namespace) -> int:
+    async def body(client):
+        if args.members_command == "add":
+            answer = await client.add_member(args.id, args.raft_addr, args.http_addr)
+        else:
+            answer = await client.remove_member(args.id)
+        if args.json:
+            emit_json(answer)
+            return
+        print(("added " + args.id) if args.members_command == "add" else f"removed {args.id}")
+        emit_table("members", ["id", "raft", "url"],
+                   [[m["id"], m["raft_addr"], m["http_addr"]] for m in answer["members"]])
+    return run(args, body)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     async def body(client):
         if args.keys_command == "create":
@@ -541,3 +556,17 @@ def add_cluster_status(sub) -> None:
     p = sub.add_parser("cluster-status", help="every node's role, term, indexes, lag, digest")
     _common(p)
     p.set_defaults(func=cmd_cluster_status)
+    p = sub.add_parser("cluster-add", help="add a started node to the cluster (admin key)",
+                       description="raftqueue cluster add ID RAFT_HOST:PORT HTTP_URL. Start the node first, with "
+                                   "--peer for every member and itself and an empty data directory.")
+    p.add_argument("id")
+    p.add_argument("raft_addr", metavar="RAFT_HOST:PORT")
+    p.add_argument("http_addr", metavar="HTTP_URL")
+    _common(p)
+    p.set_defaults(func=cmd_cluster_members, members_command="add")
+    p = sub.add_parser("cluster-remove", help="remove a node from the cluster (admin key)",
+                       description="raftqueue cluster remove ID. The leader hands over first if it is the one "
+                                   "removed. Stop the removed node afterwards.")
+    p.add_argument("id")
+    _common(p)
+    p.set_defaults(func=cmd_cluster_members, members_command="remove")

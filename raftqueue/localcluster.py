@@ -129,7 +129,9 @@ class LocalCluster:
                  extra_args: list[str] | None = None, node_args: dict[int, list[str]] | None = None,
                  env: dict[str, str] | None = None, python: str = sys.executable,
                  hosts: list[str] | None = None, wrappers: list[list[str]] | None = None,
-                 scheme: str = "http") -> None:
+                 scheme: str = "http", initial_members: int | None = None) -> None:
+        """`initial_members`: only the first N nodes form the cluster; each later one starts with the nodes
+        before it and itself as peers, ready to be added (in order) with POST /cluster/members."""
         self.scheme = scheme
         self.client_ssl = None  # an ssl.SSLContext trusting the nodes' certificate, for https clusters
         self.data_dir = Path(data_dir).resolve()
@@ -150,11 +152,16 @@ class LocalCluster:
             argv = [*(wrappers[i] if wrappers else []), python, "-m", "raftqueue", "serve", "--node-id", self.ids[i],
                     "--http-addr", f"{self.hosts[i]}:{self.http_ports[i]}",
                     "--data-dir", str(self.data_dir / self.ids[i])]
-            for peer in peers:
+            initial = initial_members or nodes
+            for peer in peers[:max(initial, i + 1)]:
                 argv += ["--peer", peer]
             argv += list(extra_args or []) + list((node_args or {}).get(i, []))
             node_env = {"RAFTQUEUE_CLUSTER_SECRET": secret, "RAFTQUEUE_ADMIN_KEY": self.admin_key, **(env or {})}
             self.nodes.append(NodeProcess(self.ids[i], argv, self.data_dir / "logs" / f"{self.ids[i]}.log", node_env))
+
+    def peer_spec(self, i: int) -> dict[str, str]:
+        """Node i as POST /cluster/members wants it."""
+        return {"id": self.ids[i], "raft_addr": f"{self.hosts[i]}:{self.raft_ports[i]}", "http_addr": self.urls[i]}
 
     @property
     def urls(self) -> list[str]:

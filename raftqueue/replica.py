@@ -100,6 +100,7 @@ class Replica:
         self.node: RaftNode | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_raft_addr = {m.raft_addr: m for m in config.members}
+        self._members: list[Member] = sorted(config.members, key=lambda m: m.id)  # see _members_changed
         self._applied = 0
         self._applied_queue: collections.deque = collections.deque()
         self._drain_scheduled = False
@@ -126,6 +127,7 @@ class Replica:
             password=self.config.secret or None,
             bind_addr=self.config.raft_bind,
             fsync=self.config.fsync,
+            members=[{"id": m.id, "raft_addr": m.raft_addr, "http_addr": m.http_addr} for m in self.config.members],
         )
         for key, value in self.config.raft.items():
             if not hasattr(settings, key):
@@ -134,6 +136,8 @@ class Replica:
         # Binding and loading the snapshot and log may take a while: keep the event loop free meanwhile.
         self.node = await self._loop.run_in_executor(None, RaftNode, settings, self.state)
         self.node.on_role_change = self._role_from_tick
+        self._members_changed(self.node.member_list)
+        self.node.on_members_change = self._members_changed
         self._applied = max(self.state.state_index, self.node.applied_index)
         self.node.start()
 
@@ -240,6 +244,54 @@ class Replica:
         """`listener(role)` on the event loop whenever this node's Raft role changes."""
         self._role_listeners.append(listener)
 
+    # ----- membership ---------------------------------------------------------------------------------------
+    def _members_changed(self, members: list[dict]) -> None:
+        """On the tick thread, whenever the member list in this node's log changes (one dict replaced whole)."""
+        by_addr = {m["raft_addr"]: Member(m["id"], m["raft_addr"], m["http_addr"]) for m in members}
+        if self.config.self_member.raft_addr not in by_addr:
+            # this node was removed, or is joining and not added yet: it still names itself for /cluster
+            me = self.config.self_member
+            by_addr_all = {**by_addr, me.raft_addr: me}
+        else:
+            by_addr_all = by_addr
+        self._members = [by_addr[a] for a in by_addr]
+        self._by_raft_addr = by_addr_all
+
+    @property
+    def members(self) -> list[Member]:
+        """The members in this node's log, latest change included (sorted by id)."""
+        return list(self._members)
+
+    def applied_members(self) -> list[Member]:
+        """The members as of this node's applied index: every change in it is committed."""
+        return [Member(m["id"], m["raft_addr"], m["http_addr"]) for m in self._require_node().applied_member_list]
+
+    def member(self, member_id: str) -> Member | None:
+        return next((m for m in self._members if m.id == member_id), None)
+
+    async def change_members(self, op: str, member: Member, timeout: float = 5.0) -> int:
+        """Add ("add") or remove ("rem") one member through this node as leader; the index it applied at."""
+        spec = {"id": member.id, "raft_addr": member.raft_addr, "http_addr": member.http_addr}
+        return await self._on_tick(lambda done: self._require_node().change_members(op, spec, done), timeout)
+
+    async def transfer_leadership(self, timeout: float = 5.0) -> None:
+        """Ask the most caught-up follower to take over; returns once the request went out."""
+        await self._on_tick(self._require_node().transfer_leadership, timeout)
+
+    async def _on_tick(self, start: Callable[[Callable], None], timeout: float):
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future = loop.create_future()
+
+        def done(index, error) -> None:  # on the tick thread
+            loop.call_soon_threadsafe(_settle_one, future, index, error)
+
+        start(done)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise CommitUnknown(f"no answer within {timeout:.0f} s; the change may still be applied") from None
+
     # ----- cluster view -------------------------------------------------------------------------------------
     @property
     def is_leader(self) -> bool:
@@ -265,8 +317,9 @@ class Replica:
         leader = self.leader
         raft_view = {entry["raft_addr"]: entry for entry in node.members()}
         members = []
-        for member in self.config.members:
-            entry = raft_view.get(member.raft_addr, {"self": False, "connected": False, "match_index": None})
+        for member in self.members:
+            entry = raft_view.get(member.raft_addr, {"self": member.id == self.config.node_id, "connected": False,
+                                                     "match_index": None})
             role = node.role if entry["self"] else ("leader" if leader and member.id == leader.id else "follower")
             members.append({"id": member.id, "raft_addr": member.raft_addr, "http_addr": member.http_addr,
                             "role": role, "connected": entry["connected"], "match_index": entry["match_index"]})
@@ -379,3 +432,12 @@ def _settle(future: asyncio.Future, index, results, error) -> None:
         future.set_exception(error)
     else:
         future.set_result((index, results))
+
+
+def _settle_one(future: asyncio.Future, value, error) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)

@@ -34,7 +34,8 @@ def replica_config(config: NodeConfig) -> ReplicaConfig:
                          secret=config.cluster_secret, insecure_raft=config.insecure_raft,
                          raft_bind=config.raft_bind, fsync=config.fsync, retention_ms=config.retention_ms,
                          raft={"compact_min_entries": config.snapshot_every,
-                               "stall_grace_s": config.stall_grace_ms / 1000})
+                               "stall_grace_s": config.stall_grace_ms / 1000,
+                               "members_from_flags": config.members_from_flags})
 
 
 def api_settings(config: NodeConfig) -> Settings:

@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from raftqueue.api import auth, batch_forward, cors, dashboard, jobs, keys, system
+from raftqueue.api import auth, batch_forward, cors, dashboard, jobs, keys, membership, system
 from raftqueue.api.appkeys import CTX
 from raftqueue.api.context import Context, Settings
 from raftqueue.api.errors import ApiError, error_response
@@ -106,7 +106,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
         authenticator = auth.Authenticator(admin_key, read_key)
     metrics = Metrics(replica, settings.node_id)
     metrics.forwarders = [ctx.batcher]
-    origins = cors.member_origins([m.http_addr for m in replica.config.members])
+    origins = cors.MemberOrigins(lambda: [m.http_addr for m in replica.members])
     preflight = cors.preflight_middleware(origins)
     app = web.Application(client_max_size=settings.max_body_bytes + 4096,
                           middlewares=[metrics.middleware(), error_middleware, preflight,
@@ -124,6 +124,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
     metrics.events_hub = hub
     app.add_routes(jobs.routes)
     app.add_routes(system.routes)
+    app.add_routes(membership.routes)
     app.add_routes(keys.routes)
     app.router.add_get("/metrics", handle_metrics)
     app.add_routes(dashboard.routes)

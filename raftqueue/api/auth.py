@@ -51,6 +51,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "metrics:read",
     ("POST", "/admin/keys"): "keys:admin", ("GET", "/admin/keys"): "keys:admin",
     ("GET", "/keys"): "keys:read", ("DELETE", "/keys/{key_id}"): "keys:read",
+    ("POST", "/cluster/members"): "cluster:admin", ("DELETE", "/cluster/members/{member_id}"): "cluster:admin",
     ("POST", "/debug/clock"): "cluster:admin", ("POST", "/debug/partition"): "cluster:admin",
 }
 

@@ -23,7 +23,7 @@ from raftqueue.api.forward import ForwardBroken, ForwardNotSent
 from raftqueue.api.validation import Defaults, Limits
 from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded,
                                    ReplicaClosed)
-from raftqueue.replica import Replica
+from raftqueue.replica import Member, Replica
 
 # A plan for one write: the commands to propose, and how to turn (index, results) into a response.
 Render = Callable[[int, list], web.Response]
@@ -108,32 +108,49 @@ class Context:
         here (bad input is refused without a trip to the leader) and only the commands go to the leader."""
         if body is None:
             body = await self.body(request)
+        planned: Plan | None = None
+
+        async def here() -> web.Response | None:
+            commands, render = plan(body)  # validation errors surface here as 4xx
+            outcome = await self.propose_here(commands)
+            if outcome is None:  # certainly not applied, try again once a leader is known
+                return None
+            index, results = outcome
+            response = render(index, results)
+            response.headers.update(self.raft_headers(index))
+            return response
+
+        async def there(leader: Member) -> web.Response:
+            nonlocal planned
+            if planned is None:
+                planned = plan(body)
+            commands, render = planned
+            index, results, leader_id = await self.batcher.propose(request, commands, leader)
+            response = render(index, results)
+            response.headers.update(self.raft_headers(index, leader_id))
+            return response
+
+        return await self.on_leader(request, body, here, there if pure_plan else None)
+
+    async def on_leader(self, request: web.Request, body: bytes, here: Callable[[], Awaitable[web.Response | None]],
+                        there: Callable[[Member], Awaitable[web.Response]] | None = None) -> web.Response:
+        """Answer with `here()` if this node leads (None: it lost leadership meanwhile, try again), else with
+        `there(leader)` or, without it, the request proxied whole to the leader; waits through elections."""
         replica = self.replica
         deadline = time.monotonic() + self.settings.leader_wait_s
         forwarded = request.get("forwarded", False)
-        planned: Plan | None = None
         while True:
             if replica.is_leader:
-                commands, render = plan(body)  # validation errors surface here as 4xx
-                outcome = await self.propose_here(commands)
-                if outcome is not None:  # None: certainly not applied, try again once a leader is known
-                    index, results = outcome
-                    response = render(index, results)
-                    response.headers.update(self.raft_headers(index))
+                response = await here()
+                if response is not None:
                     return response
             else:
                 leader = replica.leader
                 if leader is not None and leader.id != self.settings.node_id and not forwarded:
                     try:
-                        if not pure_plan:
+                        if there is None:
                             return await self.batcher.forward(request, body, leader)
-                        if planned is None:
-                            planned = plan(body)
-                        commands, render = planned
-                        index, results, leader_id = await self.batcher.propose(request, commands, leader)
-                        response = render(index, results)
-                        response.headers.update(self.raft_headers(index, leader_id))
-                        return response
+                        return await there(leader)
                     except (ForwardNotSent, LeaderRetry):
                         pass  # the leader is gone, or was no longer leader: wait for the next one
                     except ForwardBroken as exc:

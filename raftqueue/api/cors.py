@@ -3,6 +3,7 @@ cluster when that node dies (it switches to another member's URL). Only the memb
 the credentials are the API key the page sends, never cookies."""
 from __future__ import annotations
 
+from typing import Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -25,23 +26,37 @@ def member_origins(http_addrs: list[str]) -> frozenset[str]:
     return frozenset(origins)
 
 
-def add_headers(app: web.Application, origins: frozenset[str]) -> None:
+class MemberOrigins:
+    """The current members' origins; members change at run time (POST/DELETE /cluster/members)."""
+
+    def __init__(self, http_addrs: Callable[[], list[str]]) -> None:
+        self._http_addrs = http_addrs
+        self._cached: tuple[tuple[str, ...], frozenset[str]] = ((), frozenset())
+
+    def __call__(self) -> frozenset[str]:
+        addrs = tuple(self._http_addrs())
+        if addrs != self._cached[0]:
+            self._cached = (addrs, member_origins(list(addrs)))
+        return self._cached[1]
+
+
+def add_headers(app: web.Application, origins: Callable[[], frozenset[str]]) -> None:
     """Add CORS headers to every answer to a member origin, streamed ones (SSE) included."""
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         origin = request.headers.get("Origin")
-        if origin in origins:
+        if origin is not None and origin in origins():
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = _EXPOSE_HEADERS
             response.headers.add("Vary", "Origin")
     app.on_response_prepare.append(on_prepare)
 
 
-def preflight_middleware(origins: frozenset[str]):
+def preflight_middleware(origins: Callable[[], frozenset[str]]):
     """Answer CORS preflights from member origins before auth (a preflight carries no key)."""
     @web.middleware
     async def preflight(request: web.Request, handler):
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            if request.headers.get("Origin") not in origins:
+            if request.headers.get("Origin") not in origins():
                 return web.Response(status=403, text="origin not allowed")
             return web.Response(status=204, headers={"Access-Control-Allow-Methods": "GET, POST, DELETE",
                                                      "Access-Control-Allow-Headers": _ALLOW_HEADERS,

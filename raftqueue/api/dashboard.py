@@ -20,7 +20,7 @@ def _page() -> bytes:
 
 @routes.get("/")
 async def dashboard(request: web.Request) -> web.Response:
-    members = request.app[CTX].replica.config.members
+    members = request.app[CTX].replica.members
     connect = " ".join(sorted(member_origins([m.http_addr for m in members])))
     headers = {
         "Content-Security-Policy": f"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "

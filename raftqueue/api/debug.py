@@ -33,7 +33,7 @@ async def partition(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     body = parse_json(await request.read())
     drop = body.get("drop") if isinstance(body, dict) else None
-    members = {m.id: m.raft_addr for m in ctx.replica.config.members}
+    members = {m.id: m.raft_addr for m in ctx.replica.members}
     if not isinstance(drop, list) or not all(isinstance(d, str) and d in members for d in drop):
         raise invalid("drop", f"must be a list of member ids ({', '.join(members)})")
     ctx.replica.node.blocked_peers = frozenset(members[d] for d in drop)

@@ -68,6 +68,12 @@ SCHEMAS = {
     "KeyCreated": _obj({**KEY_PROPERTIES, "key": {"type": "string"}}, KEY_REQUIRED + ["key"]),
 }
 
+MEMBER = _obj({"id": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+               "raft_addr": {"type": "string", "minLength": 3, "maxLength": 300},
+               "http_addr": {"type": "string", "minLength": 10, "maxLength": 300}},
+              ["id", "raft_addr", "http_addr"])
+MEMBERS_ANSWER = _obj({"member": MEMBER, "members": {"type": "array", "items": MEMBER}}, ["member", "members"])
+
 ERRORS = {"4XX": {"description": "a client error", "content": {"application/json": {"schema": ref("Error")}}},
           "501": {"description": "not supported: the leader runs an older build that cannot apply this write",
                   "content": {"application/json": {"schema": ref("Error")}}},
@@ -193,6 +199,13 @@ def document() -> dict:
         "/cluster/nodes": {"get": op("Every member's /cluster, asked by this node", {"200": _json(_obj({
             "asked_by": {"type": "string"}, "nodes": {"type": "array", "items": {"type": "object"}}},
             ["asked_by", "nodes"]))})},
+        "/cluster/members": {"post": op("Add a started node to the cluster (admin; one change at a time)", {
+            "200": _json(MEMBERS_ANSWER, "already a member with these addresses: nothing changed"),
+            "201": _json(MEMBERS_ANSWER, "added")}, MEMBER)},
+        "/cluster/members/{member_id}": {"delete": op("Remove a node (admin; the leader hands over first)", {
+            "200": _json(_obj({"removed": {"type": "string"}, "members": {"type": "array", "items": MEMBER}},
+                              ["removed", "members"]))},
+            params=[{"name": "member_id", "in": "path", "required": True, "schema": ID}])},
         "/metrics": {"get": op("Prometheus metrics (open with --metrics-open)", {"200": {
             "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
         "/admin/keys": {

@@ -85,7 +85,10 @@ async def cluster_nodes(request: web.Request) -> web.Response:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, orjson.JSONDecodeError) as exc:
             return {"node_id": member.id, "http_addr": member.http_addr,
                     "error": f"unreachable ({exc.__class__.__name__})"}
-    nodes = await asyncio.gather(*[ask(m) for m in ctx.replica.config.members])
+    members = ctx.replica.members
+    if not any(m.id == ctx.settings.node_id for m in members):
+        members.append(ctx.replica.config.self_member)  # removed, or not added yet: still shown
+    nodes = await asyncio.gather(*[ask(m) for m in members])
     return _json({"asked_by": ctx.settings.node_id, "nodes": list(nodes)})
 
 
@@ -95,5 +98,5 @@ async def _own_status(request: web.Request, with_digest: bool) -> dict:
     status["version"] = __version__
     status["forwarding"] = {"batches": ctx.batcher.batches_sent, "requests": ctx.batcher.items_sent}
     status.update(ctx.extras.get("cluster_flags", {}))
-    status["http_addr"] = next((m.http_addr for m in ctx.replica.config.members if m.id == ctx.settings.node_id), None)
+    status["http_addr"] = ctx.replica.config.self_member.http_addr
     return status

@@ -224,6 +224,15 @@ class AsyncClient:
         """`GET /cluster/nodes`: every member's status (a member that did not answer has an `error`)."""
         return (await self.request("GET", "/cluster/nodes"))[1]["nodes"]
 
+    async def add_member(self, member_id: str, raft_addr: str, http_addr: str) -> dict:
+        """`POST /cluster/members` (admin): add a started node; `{member, members}`. Repeating it is harmless."""
+        return (await self.request("POST", "/cluster/members",
+                                   {"id": member_id, "raft_addr": raft_addr, "http_addr": http_addr}))[1]
+
+    async def remove_member(self, member_id: str) -> dict:
+        """`DELETE /cluster/members/{id}` (admin): `{removed, members}`; the leader hands over first."""
+        return (await self.request("DELETE", f"/cluster/members/{member_id}", retry_unknown=False))[1]
+
     async def wait_for(self, job_id: str, *, timeout: float = 60.0, poll_s: float = 0.2) -> Job:
         """Wait until the job is ACKED, DEAD or CANCELLED and return it; TimeoutError after `timeout`."""
         loop = asyncio.get_running_loop()

@@ -15,11 +15,11 @@ from tests.support.procs import REPO, free_ports
 
 def make_cluster(root: Path, nodes: int = 3, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None, node_args: dict[int, list[str]] | None = None,
-                 scheme: str = "http") -> LocalCluster:
+                 scheme: str = "http", initial_members: int | None = None) -> LocalCluster:
     ports = free_ports(2 * nodes)
     cluster = LocalCluster(root, nodes=nodes, http_ports=ports[:nodes], raft_ports=ports[nodes:],
                            extra_args=extra_args, env={"PYTHONPATH": str(REPO), **(env or {})},
-                           node_args=node_args, scheme=scheme)
+                           node_args=node_args, scheme=scheme, initial_members=initial_members)
     for node in cluster.nodes:
         node.cwd = REPO
     return cluster

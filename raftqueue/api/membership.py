@@ -1,0 +1,196 @@
+"""POST /cluster/members and DELETE /cluster/members/{id}: add or remove one node at run time.
+
+Each is one Raft membership entry, proposed by the leader (a follower passes the request on whole), one at a
+time: a change asked while another is not yet applied is answered 409 and changes nothing. The member list
+lives in the log and in snapshots, so it survives restarts and reaches nodes that were down (raft/membership).
+
+Adding: start the new node first (same cluster secret and admin key, an empty data directory, `--peer` for
+every current member and itself), then add it; the leader sends it a snapshot and the log. Removing the
+leader: it hands over to its most caught-up follower first, and the new leader removes it.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import web
+
+from raftqueue.api.appkeys import CTX
+from raftqueue.api.batch_forward import LeaderRetry
+from raftqueue.api.errors import ApiError, invalid
+from raftqueue.api.forward import ForwardBroken, ForwardNotSent
+from raftqueue.api.validation import obj, parse_json, reject_unknown
+from raftqueue.config import ConfigError, split_hostport
+from raftqueue.raft.errors import (ChangeRefused, CommitUnknown, NoLeader, NotCommitted, NotLeader, ProposalError,
+                                   ReplicaClosed)
+from raftqueue.replica import Member, is_loopback
+
+routes = web.RouteTableDef()
+
+MEMBER_FIELDS = {"id", "raft_addr", "http_addr"}
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+HANDOVER_WAIT_S = 5.0
+
+
+def parse_member(body: bytes, secret: bool) -> Member:
+    """A member from `{"id", "raft_addr", "http_addr"}`, or a 400 naming the field."""
+    raw = obj(parse_json(body))
+    reject_unknown(raw, MEMBER_FIELDS)
+    for name in sorted(MEMBER_FIELDS):
+        if not isinstance(raw.get(name), str) or not raw[name]:
+            raise invalid(name, "required, a non-empty string")
+    if not _ID.fullmatch(raw["id"]):
+        raise invalid("id", "letters, digits, '_', '.' or '-', at most 64, starting with a letter or digit")
+    raft_addr = raw["raft_addr"].strip()
+    try:
+        split_hostport(raft_addr, "raft_addr")
+    except ConfigError as exc:
+        raise invalid("raft_addr", f"{str(exc).split(': ', 1)[-1]} (e.g. 10.0.0.4:9084)") from None
+    if not secret and not is_loopback(raft_addr):
+        raise invalid("raft_addr", "this cluster runs without a cluster secret (--insecure-raft), which allows "
+                                   "loopback members only")
+    http_addr = raw["http_addr"].strip().rstrip("/")
+    parts = urlsplit(http_addr)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path or parts.query:
+        raise invalid("http_addr", "must be http://host:port or https://host:port (e.g. http://10.0.0.4:8084)")
+    return Member(raw["id"], raft_addr, http_addr)
+
+
+def _answer(status: int, index: int, node_id: str, body: dict) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json",
+                        headers={"X-Raft-Index": str(index), "X-Raft-Leader": node_id})
+
+
+def _members_body(members: list[Member]) -> list[dict]:
+    return [{"id": m.id, "raft_addr": m.raft_addr, "http_addr": m.http_addr} for m in members]
+
+
+async def _change(request: web.Request, op: str, member: Member) -> int | None:
+    """Propose one change here as leader: its index, or None when this node is no longer the leader."""
+    ctx = request.app[CTX]
+    try:
+        return await ctx.replica.change_members(op, member, timeout=ctx.settings.propose_timeout_s)
+    except (NotLeader, NoLeader, NotCommitted):
+        return None
+    except ChangeRefused as exc:
+        raise ApiError(409, "conflict", str(exc), {"Retry-After": "1"}) from None
+    except CommitUnknown as exc:
+        raise ApiError(504, "commit_timeout", f"{exc}; GET /cluster shows whether it was") from None
+    except ReplicaClosed:
+        raise ApiError(503, "no_leader", "this node is shutting down", {"Retry-After": "1"}) from None
+
+
+@routes.post("/cluster/members")
+async def add_member(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    body = await ctx.body(request, limit=16 * 1024)
+    member = parse_member(body, bool(ctx.replica.config.secret))
+
+    async def here() -> web.Response | None:
+        members = ctx.replica.members
+        for current in members:
+            if current == member:  # a retry of a change that was applied: the same answer, nothing new
+                return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
+                               {"member": _members_body([member])[0], "members": _members_body(members)})
+            if current.id == member.id:
+                raise ApiError(409, "conflict", f"{member.id} is already a member (raft {current.raft_addr}, "
+                                                f"http {current.http_addr}); remove it first to change its addresses")
+            if current.raft_addr == member.raft_addr:
+                raise ApiError(409, "conflict", f"raft_addr {member.raft_addr} belongs to member {current.id}")
+        index = await _change(request, "add", member)
+        if index is None:
+            return None
+        return _answer(201, index, ctx.settings.node_id,
+                       {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members)})
+
+    try:
+        return await ctx.on_leader(request, body, here)
+    except ApiError as exc:
+        if exc.status != 504 or not await _settles(ctx, lambda: member in ctx.replica.applied_members()):
+            raise
+        return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
+                       {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members)})
+
+
+@routes.delete("/cluster/members/{member_id}")
+async def remove_member(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    member_id = request.match_info["member_id"]
+    await ctx.body(request, limit=16 * 1024)  # any body is read and ignored
+
+    async def here() -> web.Response | None:
+        members = ctx.replica.members
+        member = next((m for m in members if m.id == member_id), None)
+        if member is None:
+            raise ApiError(404, "not_found", f"{member_id} is not a member "
+                                             f"(members: {', '.join(m.id for m in members)})")
+        if len(members) == 1:
+            raise ApiError(409, "conflict", f"{member_id} is the only member; a cluster cannot remove its last node")
+        if member.id == ctx.settings.node_id:
+            return await _hand_over(request)  # the new leader removes this node
+        index = await _change(request, "rem", member)
+        if index is None:
+            return None
+        return _answer(200, index, ctx.settings.node_id,
+                       {"removed": member_id, "members": _members_body(ctx.replica.members)})
+
+    try:
+        return await ctx.on_leader(request, b"", here)
+    except ApiError as exc:
+        if exc.status != 504 or not await _settles(ctx, lambda: all(m.id != member_id for m in ctx.replica.applied_members())):
+            raise
+        return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
+                       {"removed": member_id, "members": _members_body(ctx.replica.members)})
+
+
+async def _settles(ctx, done) -> bool:
+    """After an unknown outcome (the leader changed mid-request, as it does when the leader itself is removed):
+    wait until this node has applied the change, i.e. it is committed."""
+    deadline = time.monotonic() + ctx.settings.propose_timeout_s
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _hand_over(request: web.Request) -> web.Response | None:
+    """This leader is to be removed: ask its most caught-up follower to take over, wait until it has, and pass
+    the request to it (also when this request was itself passed on by a follower: it cannot loop, the new
+    leader is another node). None: try again."""
+    ctx = request.app[CTX]
+    replica = ctx.replica
+    deadline = time.monotonic() + HANDOVER_WAIT_S
+    while replica.is_leader and time.monotonic() < deadline:
+        try:
+            await replica.transfer_leadership(timeout=1.0)
+        except ProposalError:
+            pass  # no follower is caught up yet (or the answer was lost): ask again
+        step_end = min(deadline, time.monotonic() + 1.0)
+        while replica.is_leader and time.monotonic() < step_end:
+            await asyncio.sleep(0.02)
+    if replica.is_leader:
+        raise ApiError(409, "conflict", f"{ctx.settings.node_id} is the leader and no follower was caught up to take "
+                                        "over; retry when the others are up", {"Retry-After": "1"})
+    while time.monotonic() < deadline + HANDOVER_WAIT_S:
+        leader = replica.leader
+        if leader is not None and leader.id != ctx.settings.node_id:
+            try:
+                return await ctx.batcher.forward(request, b"", leader)
+            except (ForwardNotSent, LeaderRetry):
+                return None
+            except ForwardBroken as exc:
+                raise ApiError(504, "commit_timeout", f"the new leader stopped answering ({exc}); GET /cluster "
+                                                      "shows whether the member was removed") from None
+        if replica.is_leader:
+            return None
+        await asyncio.sleep(0.02)
+    raise ApiError(503, "no_leader", "leadership was handed over and no new leader is known yet; retry",
+                   {"Retry-After": "1"})

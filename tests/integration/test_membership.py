@@ -1,0 +1,151 @@
+"""Run-time membership change on real processes: add a fourth node, remove the leader, restart everyone with
+the flags they started with, and lose a node of the new cluster. Only the new member list has a majority there,
+so the last step fails if any node still counted the old one."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import orjson
+
+from tests.support.api_cluster import Api, make_cluster
+from tests.support.procs import REPO
+
+
+def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAFTQUEUE_KEY=cluster.admin_key, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "raftqueue", *args], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+
+
+async def _submit(api: Api, node: int, count: int, prefix: str) -> list[str]:
+    ids = []
+    for i in range(count):
+        status, body, _ = await api.post(node, "/jobs", {"payload": i, "idempotency_key": f"{prefix}-{i}"})
+        assert status == 201, body
+        ids.append(body["job_id"])
+    return ids
+
+
+def _ids(status: dict) -> list[str]:
+    return [m["id"] for m in status["members"]]
+
+
+async def test_add_a_node_remove_the_leader_restart_and_fail_over_on_the_new_members(tmp_path):
+    # n1-n3 form the cluster; n4 starts with their addresses and its own, and is added at run time
+    cluster = make_cluster(tmp_path, nodes=4, initial_members=3, extra_args=["--snapshot-every", "100"])
+    for node in cluster.nodes[:3]:
+        node.start()
+    try:
+        await cluster.wait_ready(nodes=[0, 1, 2])
+        async with Api(cluster) as api:
+            jobs = await _submit(api, 1, 120, "before")
+            cluster.nodes[3].start()
+            await asyncio.sleep(1.0)
+            status, body, _ = await api.get(3, "/ready")
+            assert status == 503, body  # not a member yet: nobody talks to it
+
+            # add through a follower; the answer lists the new members
+            leader = await api.leader()
+            follower = next(i for i in range(3) if i != leader)
+            status, body, headers = await api.post(follower, "/cluster/members", cluster.peer_spec(3))
+            assert status == 201, body
+            assert [m["id"] for m in body["members"]] == ["n1", "n2", "n3", "n4"] and "X-Raft-Index" in headers
+            status, body, _ = await api.post(leader, "/cluster/members", cluster.peer_spec(3))
+            assert status == 200, body  # the same change again: nothing new
+
+            # conflicts and unknowns change nothing
+            taken = {**cluster.peer_spec(3), "id": "n9"}
+            status, body, _ = await api.post(follower, "/cluster/members", taken)
+            assert status == 409 and "belongs to member n4" in body["error"]["message"], body
+            status, body, _ = await api.post(follower, "/cluster/members", {**cluster.peer_spec(3),
+                                                                            "raft_addr": "127.0.0.1:1"})
+            assert status == 409 and "already a member" in body["error"]["message"], body
+            status, body, _ = await api.request(follower, "DELETE", "/cluster/members/n9")
+            assert status == 404, body
+
+            # n4 is sent the snapshot and the log, and takes writes
+            jobs += await _submit(api, 3, 30, "via-n4")
+            statuses = await api.wait_converged(nodes=[0, 1, 2, 3])
+            assert all(_ids(s) == ["n1", "n2", "n3", "n4"] for s in statuses)
+
+            # remove the leader with the CLI, through n4: it hands over first, and the new leader removes it
+            old = await api.leader()
+            old_id = cluster.ids[old]
+            proc = await asyncio.to_thread(_cli, cluster, "cluster", "remove", old_id, "--url", cluster.urls[3],
+                                           "--json")
+            assert proc.returncode == 0, (proc.stdout, proc.stderr)
+            body = orjson.loads(proc.stdout)
+            assert body["removed"] == old_id
+            assert [m["id"] for m in body["members"]] == [i for i in cluster.ids if i != old_id]
+            proc = await asyncio.to_thread(_cli, cluster, "cluster", "remove", old_id, "--url", cluster.urls[3])
+            assert proc.returncode == 3 and "not a member" in proc.stderr, (proc.stdout, proc.stderr)
+            cluster.nodes[old].terminate()
+            rest = [i for i in range(4) if i != old]
+            jobs += await _submit(api, rest[0], 30, "after-remove")
+            statuses = await api.wait_converged(nodes=rest)
+            assert all(_ids(s) == [cluster.ids[i] for i in rest] for s in statuses)
+
+            # restart the three with the flags they started with (n1-n3 still list the removed node)
+            for i in rest:
+                cluster.nodes[i].terminate()
+            for i in rest:
+                cluster.nodes[i].start()
+            await cluster.wait_ready(nodes=rest)
+            statuses = await api.wait_converged(nodes=rest)
+            assert all(_ids(s) == [cluster.ids[i] for i in rest] for s in statuses)
+            assert all(s["snapshot_index"] > 0 for s in statuses)  # the list came through a snapshot too
+
+            # kill -9 the new leader: the other two are a majority of the new list (not of n1-n3's)
+            leader = await api.leader()
+            cluster.nodes[leader].kill()
+            survivors = [i for i in rest if i != leader]
+            await api.leader(timeout=20, exclude={leader, old})
+            jobs += await _submit(api, survivors[0], 10, "after-kill")
+            for job in jobs:
+                status, body, _ = await api.get(survivors[1], f"/jobs/{job}", params={"consistency": "stale"})
+                assert status == 200, (job, body)
+            cluster.nodes[leader].start()
+            await api.wait_converged(nodes=rest)
+    finally:
+        cluster.stop_all()
+
+
+async def test_a_leader_added_after_its_newest_snapshot_can_add_another_node(tmp_path):
+    """The leader's snapshot lists the members before the leader itself was added; the new node installing it
+    must keep listening to that leader until the leader's own add entry reaches it."""
+    cluster = make_cluster(tmp_path, nodes=5, initial_members=3,
+                           extra_args=["--snapshot-every", "100", "--stall-grace", "0"])
+    for node in cluster.nodes[:3]:
+        node.start()
+    try:
+        await cluster.wait_ready(nodes=[0, 1, 2])
+        async with Api(cluster) as api:
+            await _submit(api, 0, 130, "fill")  # every node snapshots, n4 will be sent one without itself
+            cluster.nodes[3].start()
+            status, body, _ = await api.post(0, "/cluster/members", cluster.peer_spec(3))
+            assert status == 201, body
+            await api.wait_converged(nodes=[0, 1, 2, 3])
+            status = await api.cluster_status(3, digest=False)
+            assert status["snapshot_index"] > 0  # n4 was sent a snapshot taken before it was added
+
+            # make n4 the leader: pause whoever else leads until n4 wins an election
+            for _ in range(30):
+                leader = await api.leader()
+                if leader == 3:
+                    break
+                cluster.nodes[leader].pause()
+                await api.leader(exclude={leader})
+                cluster.nodes[leader].resume()
+            assert await api.leader() == 3
+
+            cluster.nodes[4].start()
+            status, body, _ = await api.post(3, "/cluster/members", cluster.peer_spec(4))
+            assert status == 201, body
+            statuses = await api.wait_converged(nodes=[0, 1, 2, 3, 4], timeout=30)
+            assert all(_ids(s) == ["n1", "n2", "n3", "n4", "n5"] for s in statuses)
+            await _submit(api, 4, 5, "via-n5")
+    finally:
+        cluster.stop_all()
