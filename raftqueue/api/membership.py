@@ -75,16 +75,24 @@ def _members_body(members: list[Member]) -> list[dict]:
 async def _change(request: web.Request, op: str, member: Member) -> int | None:
     """Propose one change here as leader: its index, or None when this node is no longer the leader."""
     ctx = request.app[CTX]
-    try:
-        return await ctx.replica.change_members(op, member, timeout=ctx.settings.propose_timeout_s)
-    except (NotLeader, NoLeader, NotCommitted):
-        return None
-    except ChangeRefused as exc:
-        raise ApiError(409, "conflict", str(exc), {"Retry-After": "1"}) from None
-    except CommitUnknown as exc:
-        raise ApiError(504, "commit_timeout", f"{exc}; GET /cluster shows whether it was") from None
-    except ReplicaClosed:
-        raise ApiError(503, "no_leader", "this node is shutting down", {"Retry-After": "1"}) from None
+    deadline = time.monotonic() + ctx.settings.propose_timeout_s
+    while True:
+        try:
+            return await ctx.replica.change_members(op, member, timeout=ctx.settings.propose_timeout_s)
+        except (NotLeader, NoLeader, NotCommitted):
+            return None
+        except ChangeRefused as exc:
+            # Another change is being applied, or this leader is new (after a hand-over, the forwarded request
+            # arrives first): both pass in moments.
+            if time.monotonic() >= deadline:
+                raise ApiError(409, "conflict", str(exc), {"Retry-After": "1"}) from None
+        except CommitUnknown as exc:
+            raise ApiError(504, "commit_timeout", f"{exc}; GET /cluster shows whether it was") from None
+        except ReplicaClosed:
+            raise ApiError(503, "no_leader", "this node is shutting down", {"Retry-After": "1"}) from None
+        if not ctx.replica.is_leader:
+            return None
+        await asyncio.sleep(0.05)
 
 
 @routes.post("/cluster/members")
@@ -96,7 +104,10 @@ async def add_member(request: web.Request) -> web.Response:
     async def here() -> web.Response | None:
         members = ctx.replica.members
         for current in members:
-            if current == member:  # a retry of a change that was applied: the same answer, nothing new
+            if current == member:  # a repeat: the same answer once the first one is committed, nothing new
+                if not await _settles(ctx, lambda: member in ctx.replica.applied_members()):
+                    raise ApiError(409, "conflict", f"adding {member.id} is not committed yet; retry",
+                                   {"Retry-After": "1"})
                 return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
                                {"member": _members_body([member])[0], "members": _members_body(members)})
             if current.id == member.id:
@@ -128,7 +139,14 @@ async def remove_member(request: web.Request) -> web.Response:
     async def here() -> web.Response | None:
         members = ctx.replica.members
         member = next((m for m in members if m.id == member_id), None)
+        removed = lambda: all(m.id != member_id for m in ctx.replica.applied_members())  # noqa: E731
         if member is None:
+            if any(m.id == member_id for m in ctx.replica.applied_members()):  # its removal is not committed yet
+                if not await _settles(ctx, removed):
+                    raise ApiError(409, "conflict", f"removing {member_id} is not committed yet; retry",
+                                   {"Retry-After": "1"})
+                return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
+                               {"removed": member_id, "members": _members_body(ctx.replica.members)})
             raise ApiError(404, "not_found", f"{member_id} is not a member "
                                              f"(members: {', '.join(m.id for m in members)})")
         if len(members) == 1:
@@ -144,7 +162,8 @@ async def remove_member(request: web.Request) -> web.Response:
     try:
         return await ctx.on_leader(request, b"", here)
     except ApiError as exc:
-        if exc.status != 504 or not await _settles(ctx, lambda: all(m.id != member_id for m in ctx.replica.applied_members())):
+        if exc.status != 504 or not await _settles(ctx, lambda: all(m.id != member_id
+                                                                     for m in ctx.replica.applied_members())):
             raise
         return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
                        {"removed": member_id, "members": _members_body(ctx.replica.members)})
@@ -170,7 +189,7 @@ async def _hand_over(request: web.Request) -> web.Response | None:
     deadline = time.monotonic() + HANDOVER_WAIT_S
     while replica.is_leader and time.monotonic() < deadline:
         try:
-            await replica.transfer_leadership(timeout=1.0)
+            await replica.transfer_leadership(timeout=3.0)
         except ProposalError:
             pass  # no follower is caught up yet (or the answer was lost): ask again
         step_end = min(deadline, time.monotonic() + 1.0)

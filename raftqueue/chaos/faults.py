@@ -3,13 +3,17 @@
 Kinds: kill (kill -9, restart after the hold), pause (SIGSTOP longer than an election timeout, then SIGCONT),
 partition_leader (the leader cut from every other node), partition_split (a minority cut from the majority),
 partition_bridge (two nodes cut from each other, both still reaching the rest), clock_skew (the leader's
-clock jumped forward or back, then reset), kill_all (every node at once, then restart). Targets "leader" or
-"random" are resolved when the fault fires; the log records the node actually hit.
+clock jumped forward or back, then reset), kill_all (every node at once, then restart), replace (a member
+removed with DELETE /cluster/members, killed, its data directory wiped, started empty and added back with
+POST /cluster/members: replacing a machine as docs/operations.md says). Targets "leader" or "random" are
+resolved when the fault fires; the log records the node actually hit.
 """
 from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -18,7 +22,9 @@ import orjson
 from raftqueue.chaos.history import History
 from raftqueue.localcluster import LocalCluster
 
-KINDS = ("kill", "pause", "partition_leader", "partition_split", "partition_bridge", "clock_skew", "kill_all")
+KINDS = ("kill", "pause", "partition_leader", "partition_split", "partition_bridge", "clock_skew", "kill_all",
+         "replace")
+MEMBER_CALL_S = 60.0  # how long a membership change is retried (409 while another one is applied, elections)
 
 
 @dataclass
@@ -54,7 +60,7 @@ def make_schedule(seed: int, duration_s: float, kinds: list[str], mean_gap_s: fl
             break
         target = {"kill": rng.choice(["leader", "random"]), "pause": rng.choice(["leader", "random"]),
                   "partition_leader": "leader", "partition_split": "minority", "partition_bridge": "random",
-                  "clock_skew": "leader", "kill_all": "all"}[fault]
+                  "clock_skew": "leader", "kill_all": "all", "replace": rng.choice(["leader", "random"])}[fault]
         skew = rng.choice([-1, 1]) * rng.randrange(2_000, 8_000) if fault == "clock_skew" else 0
         plan.append(Planned(t, fault, target, hold, skew))
         t += hold + rng.uniform(0.5 * mean_gap_s, 1.5 * mean_gap_s)
@@ -129,12 +135,53 @@ class Injector:
             await asyncio.sleep(planned.hold)
             await self._clock(node, 0)
             self.history.fault("clock_reset", ids[node])
+        elif fault == "replace":
+            node, is_leader = await self._pick(planned.target)
+            await self._replace(node, is_leader, planned.hold)
         elif fault == "kill_all":
             cluster.kill_all()
             self.history.fault("kill_all", None, leader=True)
             await asyncio.sleep(planned.hold)
             cluster.start_all()
             self.history.fault("restart_all", None)
+
+    async def _replace(self, node: int, is_leader: bool, hold: float) -> None:
+        cluster, ids = self.cluster, self.cluster.ids
+        others = [i for i in self._alive() if i != node]
+        removed = await self._member_call("DELETE", f"/cluster/members/{ids[node]}", None, others, (200, 404))
+        self.history.fault("remove_member", ids[node], leader=is_leader, ok=removed)
+        if not removed:  # still a member: wiping it would lose what it acknowledged. Leave it be.
+            print(f"  replace: could not remove {ids[node]} within {MEMBER_CALL_S:.0f} s; left as it is", flush=True)
+            return
+        cluster.nodes[node].kill()
+        shutil.rmtree(cluster.data_dir / ids[node], ignore_errors=True)
+        await asyncio.sleep(hold)
+        cluster.nodes[node].start()
+        added = await self._member_call("POST", "/cluster/members", cluster.peer_spec(node), others, (200, 201))
+        self.history.fault("add_member", ids[node], ok=added)
+        if not added:
+            print(f"  replace: could not add {ids[node]} back within {MEMBER_CALL_S:.0f} s", flush=True)
+
+    async def _member_call(self, method: str, path: str, body: dict | None, nodes: list[int],
+                           wanted: tuple[int, ...]) -> bool:
+        """A membership change through any of `nodes`, retried until an answer in `wanted` or the time is up."""
+        assert self.session is not None
+        deadline = time.monotonic() + MEMBER_CALL_S
+        attempt = 0
+        while time.monotonic() < deadline:
+            node = nodes[attempt % len(nodes)]
+            attempt += 1
+            try:
+                async with self.session.request(method, f"{self.cluster.urls[node]}{path}", headers=self.cluster.auth,
+                                                data=orjson.dumps(body) if body is not None else None,
+                                                timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                    await resp.read()
+                    if resp.status in wanted:
+                        return True
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                pass
+            await asyncio.sleep(0.2)
+        return False
 
     async def _clock(self, node: int, offset_ms: int) -> None:
         assert self.session is not None

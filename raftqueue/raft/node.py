@@ -206,6 +206,10 @@ class RaftNode(SyncObj):
         self.on_role_change: Callable[[str], None] | None = None
         self.on_members_change: Callable[[list[dict]], None] | None = None  # called on the tick thread
         self._membership_ops: collections.deque = collections.deque()  # (kind, argument, on_done) from any thread
+        self._handover: tuple | None = None  # (deadline, on_done, follower told) while leadership is handed over
+        self._change_queued = False  # a membership change was proposed here and its callback has not run yet
+        self._transport_extra: set[str] = set()  # committed members the latest list left out (see _sync_transport)
+        self._skip_membership_up_to = 0  # --members-from-flags: the old log's changes are not applied
         self._members: dict[str, dict] = {}  # the latest list in the log (see _load_members)
         self._applied_members: dict[str, dict] = {}  # the list as of the applied index
         # Chaos testing only (set through the node's debug routes): Raft peers whose traffic is dropped both
@@ -276,6 +280,8 @@ class RaftNode(SyncObj):
         if self._thread is not None:
             self._thread.join(timeout)
         self._fail_pending(ReplicaClosed("the node is shutting down"))
+        while self._membership_ops:
+            self._membership_ops.popleft()[2](None, ReplicaClosed("the node is shutting down"))
         if self._compaction_pid:
             try:
                 os.kill(self._compaction_pid, signal.SIGKILL)
@@ -339,15 +345,16 @@ class RaftNode(SyncObj):
 
     def _checkCommandsToApply(self) -> None:  # runs once per tick, on the tick thread
         self._wake_pending = False
+        if self._membership_ops:
+            self._run_membership_ops()
         if self._SyncObj__raftState == LEADER:
-            self._add_housekeeping()
-            self._flush_pending()
+            if not self._holding_for_handover():
+                self._add_housekeeping()
+                self._flush_pending()
         elif self._pending:
             leader = self._SyncObj__raftLeader
             self._fail_pending(NotLeader(leader.address if leader is not None else None,
                                          "this node is not the leader"))
-        if self._membership_ops:
-            self._run_membership_ops()
         super()._checkCommandsToApply()
         self._journal.sync()  # D3: the leader's own copy is durable before it counts toward a commit
 
@@ -462,8 +469,16 @@ class RaftNode(SyncObj):
                  self._SyncObj__raftCurrentTerm)
         if new != LEADER and self._pending:
             self._fail_pending(NotLeader(None, "this node lost leadership"))
+        if new != LEADER:
+            self._change_queued = False  # a new leader decides on changes; it refuses ours (below)
+            self._drop_queued_changes()
         if new == LEADER:
             self._housekeeping_in_flight = False
+        elif self._handover is not None:  # it went: the held writes were failed above and go to the new leader
+            _deadline, on_done, told = self._handover
+            self._handover = None
+            if not told:
+                on_done(None, NotLeader(None, "this node lost leadership"))
         hook = self.on_role_change
         if hook is not None:
             hook(ROLE_NAMES.get(new, "follower"))
@@ -480,6 +495,13 @@ class RaftNode(SyncObj):
                 self._on_prevote_request(node, message)
             elif kind == "rs_pre_vote":
                 self._on_prevote_response(node, message)
+            elif kind == "apply_command" and isinstance(message.get("command"), bytes) \
+                    and message["command"][:1] == _MEMBERSHIP_BYTE:
+                # A membership change reaches the log only through our checks (_run_membership_ops), never
+                # as a command another node passes on (the library does that with what a deposed leader queued).
+                if "request_id" in message:
+                    self._SyncObj__transport.send(node, {"type": "apply_command_response", "error":
+                                                         FAIL_REASON.REQUEST_DENIED, "request_id": message["request_id"]})
             else:
                 SyncObj._SyncObj__onMessageReceived(self, node, message)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -938,8 +960,11 @@ class RaftNode(SyncObj):
         latest = membership.replay(self._applied_members, after)
         if settings.members_from_flags and latest != boot:
             log.warning("raft: --members-from-flags: using the start-up flags (%s), not the members recorded in this "
-                        "node's snapshot and log (%s)", _describe(boot), _describe(latest))
+                        "node's snapshot and log (%s); a snapshot recording them follows the first new entry",
+                        _describe(boot), _describe(latest))
             self._applied_members = latest = boot
+            self._skip_membership_up_to = journal[-1][1]  # the old log's changes are not applied either
+            self._force_compaction = True
         elif set(latest) != set(boot) or any(latest[a]["id"] != boot[a]["id"] for a in latest if a in boot):
             log.warning("raft: the members recorded in this node's snapshot and log (%s) differ from its start-up "
                         "flags (%s); using the recorded ones (change members with POST/DELETE /cluster/members)",
@@ -958,13 +983,40 @@ class RaftNode(SyncObj):
         leading = self._SyncObj__raftState == LEADER
         if not leading and leader is not None and leader.address not in members and leader.address != self_addr:
             peers.append(leader.address)
+        for addr in self._transport_extra & set(peers):  # a voter again: the library adds it afresh
+            self._drop_transport_node(addr)
+        self._transport_extra -= set(peers)
         before = set(self._SyncObj__otherNodes)
         self._SyncObj__updateClusterConfiguration(peers)
+        after = set(self._SyncObj__otherNodes)
+        for node in before - after:
+            self._SyncObj__connectedNodes.discard(node)  # the library's dropNode leaves it marked connected
         if leading:
             now = monotonic_time()
-            for node in set(self._SyncObj__otherNodes) - before:
+            for node in after - before:
                 self._SyncObj__lastResponseTime[node] = now  # the library's step-down check reads every peer's
+        self._sync_transport()
         self._publish_members(members)
+
+    def _sync_transport(self) -> None:
+        """Stay reachable by every committed member as well. A removal in this log that is not committed yet may
+        be undone by a leader that never had it (it can win under the committed list); if its connection were
+        refused, this node would never hear of the undo. Such members get connections, not votes or entries."""
+        transport = self._SyncObj__transport
+        voters = {n.address for n in self._SyncObj__otherNodes}
+        wanted = set(self._applied_members) - voters - {self._SyncObj__selfNode.address}
+        for addr in self._transport_extra - wanted:
+            self._drop_transport_node(addr)
+        for addr in wanted - self._transport_extra:
+            if addr not in transport._nodeAddrToNode:
+                transport.addNode(self._SyncObj__nodeClass(addr))
+        self._transport_extra = wanted
+
+    def _drop_transport_node(self, addr: str) -> None:
+        node = self._SyncObj__transport._nodeAddrToNode.get(addr)
+        if node is not None:
+            self._SyncObj__transport.dropNode(node)
+            self._SyncObj__connectedNodes.discard(node)
 
     def _publish_members(self, members: dict[str, dict]) -> None:
         self._members = dict(members)  # replaced whole: readers on other threads see one list or the other
@@ -991,29 +1043,77 @@ class RaftNode(SyncObj):
         self._wake()
 
     def transfer_leadership(self, on_done: Callable[[int | None, Exception | None], None]) -> None:
-        """Ask the most caught-up connected follower to take over (any thread); `on_done(None, error)` says
-        whether the request went out, not whether it won."""
+        """Hand leadership to the most caught-up connected follower (any thread). New writes wait meanwhile
+        (Raft thesis §3.10: under steady writes no follower is ever exactly caught up otherwise), for at most
+        an election timeout. `on_done(None, error)` says whether the follower was told to take over, not
+        whether it won; the held writes fail over to the new leader like any other."""
         self._membership_ops.append(("transfer", None, on_done))
         self._wake()
 
+    def _holding_for_handover(self) -> bool:
+        """On the leader's tick: while a hand-over runs, propose nothing; tell the follower once it caught up."""
+        if self._handover is None:
+            return False
+        deadline, on_done, told = self._handover
+        if monotonic_time() > deadline:
+            self._handover = None
+            if not told:
+                on_done(None, ChangeRefused("no follower caught up with the leader in time"))
+            return False
+        if not told:
+            last = self._journal[-1][1]
+            match = self._SyncObj__raftMatchIndex
+            ready = [(node.id, node) for node in self._SyncObj__otherNodes
+                     if node in self._SyncObj__connectedNodes and match.get(node, 0) == last]
+            if ready:
+                self._handover = (deadline, on_done, True)
+                self.transferLeadership(max(ready)[1], callback=functools.partial(_transfer_done, on_done))
+        return True
+
+    def _change_finished(self, on_done: Callable[[int | None, Exception | None], None], result, error) -> None:
+        self._change_queued = False
+        _change_done(on_done, result, error)
+
     def _run_membership_ops(self) -> None:
-        proposed = False
         while self._membership_ops:
             kind, argument, on_done = self._membership_ops.popleft()
             if self._SyncObj__raftState != LEADER:
                 on_done(None, NotLeader(self.leader_addr, "this node is not the leader"))
             elif kind == "transfer":
-                self.transferLeadership(callback=functools.partial(_transfer_done, on_done))
-            elif proposed or self._change_in_flight():
+                if self._handover is not None:
+                    on_done(None, ChangeRefused("a hand-over is already running"))
+                else:
+                    self._handover = (monotonic_time() + self._settings.election_max_s * 2, on_done, False)
+            elif self._change_queued or self._change_in_flight():
                 on_done(None, ChangeRefused("another membership change is not applied yet; retry in a moment"))
             elif not self.leader_ready:
                 on_done(None, ChangeRefused("the leader was just elected and has not committed an entry of its "
                                             "term yet; retry in a moment"))
             else:
                 op, member = argument
-                proposed = True  # the library appends it in this tick; the next change sees it in the log
+                # The library appends it from its own queue, maybe ticks later (its loop is time-bounded):
+                # until its callback runs, it counts as in flight even before it is in the log.
+                self._change_queued = True
                 self._applyCommand(membership.encode_change(op, member),
-                                   functools.partial(_change_done, on_done), membership.MEMBERSHIP)
+                                   functools.partial(self._change_finished, on_done), membership.MEMBERSHIP)
+
+    def _drop_queued_changes(self) -> None:
+        """No longer leader: fail membership changes still in the library's queue (it would pass them on to
+        the new leader, past that leader's checks)."""
+        commands = self._SyncObj__commandsQueue
+        kept = []
+        while True:
+            try:
+                item = commands.get_nowait()
+            except queue.Empty:
+                break
+            if item[0][:1] == _MEMBERSHIP_BYTE:
+                if item[1] is not None and not isinstance(item[1], tuple):
+                    item[1](None, FAIL_REASON.NOT_LEADER)
+            else:
+                kept.append(item)
+        for item in kept:
+            commands.put_nowait(item)
 
     def _change_in_flight(self) -> bool:
         """A membership entry in the log that is not applied yet. Single-server changes are safe only one at
@@ -1052,13 +1152,15 @@ class RaftNode(SyncObj):
             return SyncObj._SyncObj__doApplyCommand(self, command)
         # The change itself took effect when the entry was appended; applied, it is part of the state a
         # snapshot at this index records.
+        index = self._SyncObj__raftLastApplied + 1
         try:
             change = membership.decode_change(command)
-        except membership.BadChange:
-            change = None
-        if change is not None:
+        except membership.BadChange as exc:  # written by a newer build: stop rather than differ (see CannotApply)
+            raise CannotApply(index, str(exc)) from None
+        if change is not None and index > self._skip_membership_up_to:
             self._applied_members = membership.changed(self._applied_members, *change)
-        return self._SyncObj__raftLastApplied + 1  # the entry's index, for the proposer
+            self._sync_transport()
+        return index  # for the proposer
 
     # ----- status -----------------------------------------------------------------------------------------------
     @property

@@ -2,12 +2,15 @@
 real RaftNode (never started, ticked by hand) appending, undoing and reloading changes."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from pysyncobj import SyncObj
 
 from raftqueue.api.errors import ApiError
 from raftqueue.api.membership import parse_member
 from raftqueue.raft import membership
+from raftqueue.raft.errors import CannotApply
 from raftqueue.raft.node import RaftNode, RaftSettings
 from raftqueue.raft.snapshot_file import CorruptSnapshot, SnapshotHeader
 from tests.support.idle_node import _NoState, _free_ports
@@ -140,7 +143,8 @@ def test_a_leader_takes_one_change_at_a_time(tmp_path, cluster_addrs):
     a = cluster_addrs
     raft = _node(tmp_path, a, members=[a[0]])  # a cluster of one: it elects itself at once
     try:
-        for _ in range(50):
+        deadline = time.monotonic() + 5.0  # an election timeout is 0.3-0.6 s
+        while time.monotonic() < deadline:
             raft.doTick(0.01)
             raft._journal.sync()
             if raft.leader_ready:
@@ -151,8 +155,13 @@ def test_a_leader_takes_one_change_at_a_time(tmp_path, cluster_addrs):
             raft.change_members(membership.ADD, membership.spec(f"n{i + 1}", a[i], f"http://h{i + 1}:80"),
                                 lambda index, error: outcomes.append((index, error)))
         raft._run_membership_ops()
-        SyncObj._checkCommandsToApply(raft)  # the library appends the one change proposed
         assert len(outcomes) == 1 and type(outcomes[0][1]).__name__ == "ChangeRefused"
+        # the library's loop has not appended n2's change yet (it is time-bounded): still, it is in flight
+        raft.change_members(membership.ADD, membership.spec("n4", a[3], "http://h4:80"),
+                            lambda index, error: outcomes.append((index, error)))
+        raft._run_membership_ops()
+        assert len(outcomes) == 2 and type(outcomes[1][1]).__name__ == "ChangeRefused"
+        SyncObj._checkCommandsToApply(raft)  # the library appends the one change proposed
         assert [m["id"] for m in raft.member_list] == ["n1", "n2"]
         # while n2's entry is not applied (n2 never answers: no majority), a further change is refused
         raft.change_members(membership.ADD, membership.spec("n4", a[3], "http://h4:80"),
@@ -160,5 +169,57 @@ def test_a_leader_takes_one_change_at_a_time(tmp_path, cluster_addrs):
         raft._run_membership_ops()
         assert type(outcomes[-1][1]).__name__ == "ChangeRefused"
         assert [m["id"] for m in raft.member_list] == ["n1", "n2"]
+    finally:
+        raft._doDestroy()
+
+
+def test_a_leader_appends_no_membership_change_another_node_passes_on(tmp_path, cluster_addrs):
+    """The library passes commands a deposed leader had queued to the new leader ('apply_command'); a change
+    must not skip the new leader's checks that way."""
+    a = cluster_addrs
+    raft = _node(tmp_path, a, members=[a[0]])
+    try:
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not raft.leader_ready:
+            raft.doTick(0.01)
+            raft._journal.sync()
+        assert raft.leader_ready
+        peer = raft._SyncObj__nodeClass(a[1])
+        last = raft.last_log_index
+        raft._SyncObj__onMessageReceived(peer, {"type": "apply_command", "request_id": 1,
+                                                "command": _entry(membership.ADD, N4)})
+        SyncObj._checkCommandsToApply(raft)
+        assert raft.last_log_index == last and [m["id"] for m in raft.member_list] == ["n1"]
+        # control: an ordinary command passed on the same way is appended
+        raft._SyncObj__onMessageReceived(peer, {"type": "apply_command", "request_id": 2, "command": b"\x01"})
+        SyncObj._checkCommandsToApply(raft)
+        assert raft.last_log_index == last + 1
+    finally:
+        raft._doDestroy()
+
+
+def test_an_uncommitted_removal_still_lets_the_removed_member_connect(tmp_path, cluster_addrs):
+    """A leader that never had the removal can win under the committed list; it must get through to undo it."""
+    a = cluster_addrs
+    raft = _node(tmp_path, a)
+    try:
+        leader = raft._SyncObj__nodeClass(a[2])
+        n2 = membership.spec("n2", a[1], "http://h2:80")
+        raft._append(leader, 1, 0, [(_entry(membership.REMOVE, n2), 2, 1)], leader_commit=1)
+        assert a[1] not in _peers(raft)  # no vote, no entries ...
+        assert a[1] in raft._SyncObj__transport._nodeAddrToNode  # ... but its connection is accepted
+        raft._append(leader, 2, 1, [(b"\x01", 3, 1)], leader_commit=3)
+        raft._SyncObj__applyLogEntries()  # committed and applied: now it goes
+        assert a[1] not in raft._SyncObj__transport._nodeAddrToNode
+        assert [m["id"] for m in raft.applied_member_list] == ["n1", "n3"]
+    finally:
+        raft._doDestroy()
+
+
+def test_a_membership_entry_this_build_cannot_read_stops_the_node_when_applied(tmp_path, cluster_addrs):
+    raft = _node(tmp_path, cluster_addrs)
+    try:
+        with pytest.raises(CannotApply):
+            raft._SyncObj__doApplyCommand(b'\x02{"op": "swap", "member": {}}')
     finally:
         raft._doDestroy()
