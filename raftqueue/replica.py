@@ -266,6 +266,12 @@ class Replica:
         """The members as of this node's applied index: every change in it is committed."""
         return [Member(m["id"], m["raft_addr"], m["http_addr"]) for m in self._require_node().applied_member_list]
 
+    def members_up(self) -> set[str]:
+        """On the leader: the ids of the members that answered it lately, itself included."""
+        node = self._require_node()
+        answered = node.responsive_peers() | {self.config.self_member.raft_addr}
+        return {m.id for m in self._members if m.raft_addr in answered}
+
     def member(self, member_id: str) -> Member | None:
         return next((m for m in self._members if m.id == member_id), None)
 

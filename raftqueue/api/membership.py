@@ -15,6 +15,7 @@ import re
 import time
 from urllib.parse import urlsplit
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -115,6 +116,7 @@ async def add_member(request: web.Request) -> web.Response:
                                                 f"http {current.http_addr}); remove it first to change its addresses")
             if current.raft_addr == member.raft_addr:
                 raise ApiError(409, "conflict", f"raft_addr {member.raft_addr} belongs to member {current.id}")
+        await _check_quorum_after(ctx, [*members, member], new=member)
         index = await _change(request, "add", member)
         if index is None:
             return None
@@ -151,6 +153,7 @@ async def remove_member(request: web.Request) -> web.Response:
                                              f"(members: {', '.join(m.id for m in members)})")
         if len(members) == 1:
             raise ApiError(409, "conflict", f"{member_id} is the only member; a cluster cannot remove its last node")
+        await _check_quorum_after(ctx, [m for m in members if m.id != member_id])
         if member.id == ctx.settings.node_id:
             return await _hand_over(request)  # the new leader removes this node
         index = await _change(request, "rem", member)
@@ -167,6 +170,32 @@ async def remove_member(request: web.Request) -> web.Response:
             raise
         return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
                        {"removed": member_id, "members": _members_body(ctx.replica.members)})
+
+
+async def _check_quorum_after(ctx, members: list[Member], new: Member | None = None) -> None:
+    """Refuse a change after which the members that are up would not be a majority: the cluster would stop
+    taking writes at once, and undoing the change would need that majority too. A new member must answer."""
+    up = ctx.replica.members_up()
+    if new is not None:
+        if not await _answers(ctx, new.http_addr):
+            raise ApiError(409, "conflict", f"{new.id} does not answer at {new.http_addr}/live: start it first "
+                                            "(a member that is down counts against the majority)")
+        up.add(new.id)
+    count = sum(1 for m in members if m.id in up)
+    needed = len(members) // 2 + 1
+    if count < needed:
+        down = ", ".join(m.id for m in members if m.id not in up)
+        raise ApiError(409, "conflict", f"after this change {count} of {len(members)} members would be up (down or "
+                                        f"not answering: {down}), and the cluster needs {needed}: bring them back "
+                                        "first", {"Retry-After": "1"})
+
+
+async def _answers(ctx, http_addr: str) -> bool:
+    try:
+        async with ctx.peer_session.get(f"{http_addr}/live", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+        return False
 
 
 async def _settles(ctx, done) -> bool:

@@ -1029,6 +1029,24 @@ class RaftNode(SyncObj):
         """The latest members in this node's log (any thread)."""
         return membership.as_list(self._members)
 
+    def responsive_peers(self) -> set[str]:
+        """On the leader: the Raft addresses of members connected to it that answered within the step-down
+        timeout (any thread). Empty on a follower."""
+        if self._SyncObj__raftState != LEADER:
+            return set()
+        limit = monotonic_time() - self._settings.leader_fallback_s
+        for _ in range(3):  # the tick thread may add or remove a peer meanwhile
+            try:
+                answered = list(self._SyncObj__lastResponseTime.items())
+                # connected too: a new leader counts every peer as having just answered
+                voters = set(self._SyncObj__otherNodes) & set(self._SyncObj__connectedNodes)
+                break
+            except RuntimeError:
+                continue
+        else:
+            return set()
+        return {node.address for node, at in answered if at >= limit and node in voters}
+
     @property
     def applied_member_list(self) -> list[dict]:
         """The members as of the applied index: changes known to be committed (any thread)."""

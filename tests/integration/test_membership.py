@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import aiohttp
 import orjson
 
 from tests.support.api_cluster import Api, make_cluster
@@ -29,6 +30,18 @@ async def _submit(api: Api, node: int, count: int, prefix: str) -> list[str]:
     return ids
 
 
+async def _wait_live(api: Api, node: int) -> None:
+    """A started node answers /live before it is a member (it is not ready until it is added)."""
+    for _ in range(300):
+        try:
+            if (await api.get(node, "/live", timeout=1))[0] == 200:
+                return
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"node {node} never answered /live")
+
+
 def _ids(status: dict) -> list[str]:
     return [m["id"] for m in status["members"]]
 
@@ -42,8 +55,10 @@ async def test_add_a_node_remove_the_leader_restart_and_fail_over_on_the_new_mem
         await cluster.wait_ready(nodes=[0, 1, 2])
         async with Api(cluster) as api:
             jobs = await _submit(api, 1, 120, "before")
+            status, body, _ = await api.post(1, "/cluster/members", cluster.peer_spec(3))
+            assert status == 409 and "does not answer" in body["error"]["message"], body  # not started yet
             cluster.nodes[3].start()
-            await asyncio.sleep(1.0)
+            await _wait_live(api, 3)
             status, body, _ = await api.get(3, "/ready")
             assert status == 503, body  # not a member yet: nobody talks to it
 
@@ -104,6 +119,9 @@ async def test_add_a_node_remove_the_leader_restart_and_fail_over_on_the_new_mem
             survivors = [i for i in rest if i != leader]
             await api.leader(timeout=20, exclude={leader, old})
             jobs += await _submit(api, survivors[0], 10, "after-kill")
+            # removing a live member now would leave one of two up: refused, nothing changes
+            status, body, _ = await api.request(survivors[0], "DELETE", f"/cluster/members/{cluster.ids[survivors[1]]}")
+            assert status == 409 and "would be up" in body["error"]["message"], body
             for job in jobs:
                 status, body, _ = await api.get(survivors[1], f"/jobs/{job}", params={"consistency": "stale"})
                 assert status == 200, (job, body)
@@ -125,6 +143,7 @@ async def test_a_leader_added_after_its_newest_snapshot_can_add_another_node(tmp
         async with Api(cluster) as api:
             await _submit(api, 0, 130, "fill")  # every node snapshots, n4 will be sent one without itself
             cluster.nodes[3].start()
+            await _wait_live(api, 3)
             status, body, _ = await api.post(0, "/cluster/members", cluster.peer_spec(3))
             assert status == 201, body
             await api.wait_converged(nodes=[0, 1, 2, 3])
@@ -142,6 +161,7 @@ async def test_a_leader_added_after_its_newest_snapshot_can_add_another_node(tmp
             assert await api.leader() == 3
 
             cluster.nodes[4].start()
+            await _wait_live(api, 4)
             status, body, _ = await api.post(3, "/cluster/members", cluster.peer_spec(4))
             assert status == 201, body
             statuses = await api.wait_converged(nodes=[0, 1, 2, 3, 4], timeout=30)
