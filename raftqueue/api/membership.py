@@ -73,6 +73,16 @@ def _members_body(members: list[Member]) -> list[dict]:
     return [{"id": m.id, "raft_addr": m.raft_addr, "http_addr": m.http_addr} for m in members]
 
 
+def _added(ctx, member: Member, status: int = 200, index: int | None = None) -> web.Response:
+    return _answer(status, ctx.replica.applied_index if index is None else index, ctx.settings.node_id,
+                   {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members)})
+
+
+def _removed(ctx, member_id: str, index: int | None = None) -> web.Response:
+    return _answer(200, ctx.replica.applied_index if index is None else index, ctx.settings.node_id,
+                   {"removed": member_id, "members": _members_body(ctx.replica.members)})
+
+
 async def _change(request: web.Request, op: str, member: Member) -> int | None:
     """Propose one change here as leader: its index, or None when this node is no longer the leader."""
     ctx = request.app[CTX]
@@ -109,8 +119,7 @@ async def add_member(request: web.Request) -> web.Response:
                 if not await _settles(ctx, lambda: member in ctx.replica.applied_members()):
                     raise ApiError(409, "conflict", f"adding {member.id} is not committed yet; retry",
                                    {"Retry-After": "1"})
-                return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
-                               {"member": _members_body([member])[0], "members": _members_body(members)})
+                return _added(ctx, member)
             if current.id == member.id:
                 raise ApiError(409, "conflict", f"{member.id} is already a member (raft {current.raft_addr}, "
                                                 f"http {current.http_addr}); remove it first to change its addresses")
@@ -120,16 +129,14 @@ async def add_member(request: web.Request) -> web.Response:
         index = await _change(request, "add", member)
         if index is None:
             return None
-        return _answer(201, index, ctx.settings.node_id,
-                       {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members)})
+        return _added(ctx, member, 201, index)
 
     try:
         return await ctx.on_leader(request, body, here)
     except ApiError as exc:
         if exc.status != 504 or not await _settles(ctx, lambda: member in ctx.replica.applied_members()):
             raise
-        return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
-                       {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members)})
+        return _added(ctx, member)
 
 
 @routes.delete("/cluster/members/{member_id}")
@@ -138,17 +145,18 @@ async def remove_member(request: web.Request) -> web.Response:
     member_id = request.match_info["member_id"]
     await ctx.body(request, limit=16 * 1024)  # any body is read and ignored
 
+    def gone() -> bool:
+        return all(m.id != member_id for m in ctx.replica.applied_members())
+
     async def here() -> web.Response | None:
         members = ctx.replica.members
         member = next((m for m in members if m.id == member_id), None)
-        removed = lambda: all(m.id != member_id for m in ctx.replica.applied_members())  # noqa: E731
         if member is None:
             if any(m.id == member_id for m in ctx.replica.applied_members()):  # its removal is not committed yet
-                if not await _settles(ctx, removed):
+                if not await _settles(ctx, gone):
                     raise ApiError(409, "conflict", f"removing {member_id} is not committed yet; retry",
                                    {"Retry-After": "1"})
-                return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
-                               {"removed": member_id, "members": _members_body(ctx.replica.members)})
+                return _removed(ctx, member_id)
             raise ApiError(404, "not_found", f"{member_id} is not a member "
                                              f"(members: {', '.join(m.id for m in members)})")
         if len(members) == 1:
@@ -159,17 +167,14 @@ async def remove_member(request: web.Request) -> web.Response:
         index = await _change(request, "rem", member)
         if index is None:
             return None
-        return _answer(200, index, ctx.settings.node_id,
-                       {"removed": member_id, "members": _members_body(ctx.replica.members)})
+        return _removed(ctx, member_id, index)
 
     try:
         return await ctx.on_leader(request, b"", here)
     except ApiError as exc:
-        if exc.status != 504 or not await _settles(ctx, lambda: all(m.id != member_id
-                                                                     for m in ctx.replica.applied_members())):
+        if exc.status != 504 or not await _settles(ctx, gone):
             raise
-        return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
-                       {"removed": member_id, "members": _members_body(ctx.replica.members)})
+        return _removed(ctx, member_id)
 
 
 async def _check_quorum_after(ctx, members: list[Member], new: Member | None = None) -> None:
