@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from raftqueue.api import auth, batch_forward, cors, dashboard, jobs, keys, membership, system
+from raftqueue.api import auth, batch_forward, cors, dashboard, jobs, keys, membership, removal_watch, system
 from raftqueue.api.appkeys import CTX
 from raftqueue.api.context import Context, Settings
 from raftqueue.api.errors import ApiError, error_response
@@ -56,6 +56,7 @@ async def error_middleware(request: web.Request, handler):
 
 
 TOUCH_TASK = web.AppKey("touch_task", asyncio.Task)
+REMOVAL_TASK = web.AppKey("removal_task", asyncio.Task)
 
 
 def auth_middleware(ctx: Context, authenticator: auth.Authenticator | None):
@@ -143,6 +144,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
         hub.attach()
         metrics.attach()
         app[TOUCH_TASK] = asyncio.ensure_future(keys.flush_key_uses(app, settings.key_touch_interval_s))
+        app[REMOVAL_TASK] = asyncio.ensure_future(removal_watch.watch(ctx, admin_key))
 
     async def on_shutdown(app: web.Application) -> None:
         metrics.detach()
@@ -151,6 +153,7 @@ def create_app(settings: Settings, replica: Replica, middlewares: list | None = 
 
     async def on_cleanup(app: web.Application) -> None:
         app[TOUCH_TASK].cancel()
+        app[REMOVAL_TASK].cancel()
         await ctx.close_peer_session()
         await ctx.batcher.close()
 

@@ -991,6 +991,7 @@ class RaftNode(SyncObj):
         after = set(self._SyncObj__otherNodes)
         for node in before - after:
             self._SyncObj__connectedNodes.discard(node)  # the library's dropNode leaves it marked connected
+            self._transfer.cancelTransmisstion(node)  # a snapshot being sent to it: close the file
         if leading:
             now = monotonic_time()
             for node in after - before:

@@ -61,6 +61,12 @@ async def test_add_a_node_remove_the_leader_restart_and_fail_over_on_the_new_mem
             await _wait_live(api, 3)
             status, body, _ = await api.get(3, "/ready")
             assert status == 503, body  # not a member yet: nobody talks to it
+            for _ in range(150):  # ... and it finds that out from the members
+                status = await api.cluster_status(3, digest=False)
+                if status and status.get("not_yet_a_member"):
+                    break
+                await asyncio.sleep(0.1)
+            assert "removed_from_cluster" not in status and "n4" not in status["not_yet_a_member"]["members"]
 
             # add through a follower; the answer lists the new members
             leader = await api.leader()
@@ -97,6 +103,15 @@ async def test_add_a_node_remove_the_leader_restart_and_fail_over_on_the_new_mem
             assert [m["id"] for m in body["members"]] == [i for i in cluster.ids if i != old_id]
             proc = await asyncio.to_thread(_cli, cluster, "cluster", "remove", old_id, "--url", cluster.urls[3])
             assert proc.returncode == 3 and "not a member" in proc.stderr, (proc.stdout, proc.stderr)
+            # the removed node is not told by Raft; it finds out from the members, and says so
+            for _ in range(150):
+                status = await api.cluster_status(old, digest=False)
+                if status and status.get("removed_from_cluster"):
+                    break
+                await asyncio.sleep(0.1)
+            assert status["removed_from_cluster"]["by"] != old_id, status
+            assert old_id not in status["removed_from_cluster"]["members"]
+            assert "is not a member any more" in cluster.nodes[old].log_text()
             cluster.nodes[old].terminate()
             rest = [i for i in range(4) if i != old]
             jobs += await _submit(api, rest[0], 30, "after-remove")
