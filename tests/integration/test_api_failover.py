@@ -14,7 +14,7 @@ from collections import defaultdict
 import aiohttp
 
 from raftqueue.timefmt import parse_rfc3339
-from tests.support.api_cluster import Api, make_cluster
+from tests.support.api_cluster import Api, started_cluster
 
 LEASE_MS = 8000
 
@@ -129,90 +129,72 @@ async def _run_workload(api: Api, seconds: float, during) -> Workload:
 
 
 async def test_kill_leader_under_load_loses_nothing_and_restarted_node_catches_up(tmp_path):
-    cluster = make_cluster(tmp_path)
-    cluster.start_all()
-    try:
+    async with started_cluster(tmp_path) as (cluster, api):
+        killed = []
+
+        async def kill_leader(work: Workload) -> None:
+            leader = await api.leader()
+            killed.append(leader)
+            killed_at = time.monotonic()
+            cluster.nodes[leader].kill()
+            new_leader = await api.leader(exclude={leader})
+            assert new_leader != leader
+            while work.last_ok_write < killed_at:
+                assert time.monotonic() - killed_at < 10, "no write succeeded after the leader died"
+                await asyncio.sleep(0.01)
+
+        await _run_workload(api, 4.0, kill_leader)
+        cluster.nodes[killed[0]].start()
         await cluster.wait_ready()
-        async with Api(cluster) as api:
-            killed = []
-
-            async def kill_leader(work: Workload) -> None:
-                leader = await api.leader()
-                killed.append(leader)
-                killed_at = time.monotonic()
-                cluster.nodes[leader].kill()
-                new_leader = await api.leader(exclude={leader})
-                assert new_leader != leader
-                while work.last_ok_write < killed_at:
-                    assert time.monotonic() - killed_at < 10, "no write succeeded after the leader died"
-                    await asyncio.sleep(0.01)
-
-            await _run_workload(api, 4.0, kill_leader)
-            cluster.nodes[killed[0]].start()
-            await cluster.wait_ready()
-            statuses = await api.wait_converged()
-            assert len({s["state_digest"] for s in statuses}) == 1
-    finally:
-        cluster.stop_all()
+        statuses = await api.wait_converged()
+        assert len({s["state_digest"] for s in statuses}) == 1
 
 
 async def test_kill_all_nodes_and_restart_keeps_every_answered_write(tmp_path):
-    cluster = make_cluster(tmp_path)
-    cluster.start_all()
-    try:
+    async with started_cluster(tmp_path) as (cluster, api):
+        answered: dict[str, int] = {}
+        for i in range(60):
+            status, body, headers = await api.post(i % 3, "/jobs", {"payload": i, "queue": "all"})
+            assert status == 201
+            answered[body["job_id"]] = i
+        cluster.kill_all()
+        cluster.start_all()
         await cluster.wait_ready()
-        async with Api(cluster) as api:
-            answered: dict[str, int] = {}
-            for i in range(60):
-                status, body, headers = await api.post(i % 3, "/jobs", {"payload": i, "queue": "all"})
-                assert status == 201
-                answered[body["job_id"]] = i
-            cluster.kill_all()
-            cluster.start_all()
-            await cluster.wait_ready()
-            await api.wait_converged()
-            for node in range(3):
-                for job_id, payload in answered.items():
-                    status, job, _ = await api.get(node, f"/jobs/{job_id}", params={"consistency": "stale"})
-                    assert status == 200 and job["payload"] == payload
-    finally:
-        cluster.stop_all()
+        await api.wait_converged()
+        for node in range(3):
+            for job_id, payload in answered.items():
+                status, job, _ = await api.get(node, f"/jobs/{job_id}", params={"consistency": "stale"})
+                assert status == 200 and job["payload"] == payload
 
 
 async def test_paused_leader_steps_down_and_nothing_diverges(tmp_path):
-    cluster = make_cluster(tmp_path)
-    cluster.start_all()
-    try:
-        await cluster.wait_ready()
-        async with Api(cluster) as api:
-            paused: list[int] = []
-            new_term: list[int] = []
-            stepped_down: list[float] = []
+    async with started_cluster(tmp_path) as (cluster, api):
+        paused: list[int] = []
+        new_term: list[int] = []
+        stepped_down: list[float] = []
 
-            async def pause_leader(work: Workload) -> None:
-                leader = await api.leader()
-                paused.append(leader)
-                cluster.nodes[leader].pause()
-                successor = await api.leader(exclude={leader})
-                new_term.append((await api.cluster_status(successor, digest=False))["term"])
-                await asyncio.sleep(1.0)
-                cluster.nodes[leader].resume()
-                resumed = time.monotonic()
-                while time.monotonic() - resumed < 5.0:  # resumed, it must step down at once
-                    seen = await api.cluster_status(leader, digest=False)
-                    if seen is not None and seen["role"] == "follower":
-                        stepped_down.append(time.monotonic() - resumed)
-                        return
-                    await asyncio.sleep(0.02)
+        async def pause_leader(work: Workload) -> None:
+            leader = await api.leader()
+            paused.append(leader)
+            cluster.nodes[leader].pause()
+            successor = await api.leader(exclude={leader})
+            new_term.append((await api.cluster_status(successor, digest=False))["term"])
+            await asyncio.sleep(1.0)
+            cluster.nodes[leader].resume()
+            resumed = time.monotonic()
+            while time.monotonic() - resumed < 5.0:  # resumed, it must step down at once
+                seen = await api.cluster_status(leader, digest=False)
+                if seen is not None and seen["role"] == "follower":
+                    stepped_down.append(time.monotonic() - resumed)
+                    return
+                await asyncio.sleep(0.02)
 
-            await _run_workload(api, 4.0, pause_leader)
-            assert stepped_down, "the resumed old leader did not step down within 5 s"
-            status = await api.cluster_status(paused[0])
-            assert status["role"] == "follower", (status["role"], status["term"], new_term)  # terms: to tell a
-            # leader that never stepped down (its old term) from one that won a later election (a later term)
-            await api.wait_converged()
-    finally:
-        cluster.stop_all()
+        await _run_workload(api, 4.0, pause_leader)
+        assert stepped_down, "the resumed old leader did not step down within 5 s"
+        status = await api.cluster_status(paused[0])
+        assert status["role"] == "follower", (status["role"], status["term"], new_term)  # terms: to tell a
+        # leader that never stepped down (its old term) from one that won a later election (a later term)
+        await api.wait_converged()
 
 
 async def test_a_stall_of_the_whole_host_changes_no_leader(tmp_path):
@@ -220,26 +202,20 @@ async def test_a_stall_of_the_whole_host_changes_no_leader(tmp_path):
     machine starved of CPU): nobody failed, so the leader keeps its role and term, and writes go on. Before
     nodes discounted their own stalls, the leader stepped down at its first tick and the followers elected
     another: a leader change, and 504s for the writes in flight."""
-    cluster = make_cluster(tmp_path)
-    cluster.start_all()
-    try:
-        await cluster.wait_ready()
-        async with Api(cluster) as api:
-            leader = await api.leader()
-            status, _, _ = await api.post(leader, "/jobs", {"payload": "before"})
-            assert status == 201
-            before = await api.cluster_status(leader, digest=False)
-            for node in cluster.nodes:
-                node.pause()
-            await asyncio.sleep(2.0)  # longer than the leader's step-down (1.2 s) and the followers' grace (1 s)
-            for node in cluster.nodes:
-                node.resume()
-            await asyncio.sleep(1.5)  # several election timeouts: time for a leader change to show
-            status, _, _ = await api.post((leader + 1) % cluster.size, "/jobs", {"payload": "after"})
-            assert status == 201
-            seen = [await api.cluster_status(i, digest=False) for i in range(cluster.size)]
-            assert [(s["role"] == "leader", s["term"]) for s in seen] == \
-                [(i == leader, before["term"]) for i in range(cluster.size)], seen
-            await api.wait_converged()
-    finally:
-        cluster.stop_all()
+    async with started_cluster(tmp_path) as (cluster, api):
+        leader = await api.leader()
+        status, _, _ = await api.post(leader, "/jobs", {"payload": "before"})
+        assert status == 201
+        before = await api.cluster_status(leader, digest=False)
+        for node in cluster.nodes:
+            node.pause()
+        await asyncio.sleep(2.0)  # longer than the leader's step-down (1.2 s) and the followers' grace (1 s)
+        for node in cluster.nodes:
+            node.resume()
+        await asyncio.sleep(1.5)  # several election timeouts: time for a leader change to show
+        status, _, _ = await api.post((leader + 1) % cluster.size, "/jobs", {"payload": "after"})
+        assert status == 201
+        seen = [await api.cluster_status(i, digest=False) for i in range(cluster.size)]
+        assert [(s["role"] == "leader", s["term"]) for s in seen] == \
+            [(i == leader, before["term"]) for i in range(cluster.size)], seen
+        await api.wait_converged()

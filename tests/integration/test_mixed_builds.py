@@ -17,7 +17,7 @@ import orjson
 
 from raftqueue.api.batch_forward import AUTH_HEADER, PATH, batch_key, decode_frame, encode_frame, sign
 from raftqueue.raft.errors import EXIT_CANNOT_APPLY
-from tests.support.api_cluster import Api, make_cluster
+from tests.support.api_cluster import Api, make_cluster, started_cluster
 from tests.support.procs import REPO
 
 NEWER = [sys.executable, str(REPO / "tests" / "support" / "newer_build.py")]
@@ -85,32 +85,26 @@ async def test_an_older_node_stops_at_a_newer_command_and_applies_it_once_upgrad
 
 
 async def test_a_leader_refuses_a_planned_write_its_build_does_not_know(tmp_path):
-    cluster = make_cluster(tmp_path)
-    cluster.start_all()
-    try:
-        await cluster.wait_ready()
-        async with Api(cluster) as api:
-            leader = await api.leader()
-            key = batch_key(cluster.secret_path.read_text().strip())
-            token = cluster.admin_key
-            plans = [[{"kind": "newer_build_note"}],
-                     [{"kind": "submit", "v": 2, "queue": "q", "payload": 1}],
-                     [{"kind": "pause_queue", "queue": "q"}, {"kind": "newer_build_note"}]]
-            items = [{"k": "p", "r": ["POST", "/jobs"], "t": token, "n": len(orjson.dumps(p))} for p in plans]
-            frame = encode_frame(items, [orjson.dumps(p) for p in plans])
-            async with aiohttp.ClientSession() as session:
-                async with session.post(cluster.urls[leader] + PATH, data=frame,
-                                        headers={AUTH_HEADER: sign(key, frame)}) as resp:
-                    assert resp.status == 200
-                    answers = decode_frame(await resp.read())
-            assert [meta["s"] for meta, _ in answers] == [501, 501, 501]
-            assert "unknown command kind 'newer_build_note'" in answers[0][0]["m"]
-            assert "unsupported command version 2" in answers[1][0]["m"]
-            await api.wait_converged()
-            assert all(cluster.nodes[i].alive() for i in range(3))
-            for i in range(3):  # nothing of a refused plan was written, not even the known command beside it
-                status, stats, _ = await api.get(i, "/stats", params={"consistency": "stale"})
-                assert status == 200 and "q" not in stats["by_queue"] and "newer_build_notes" not in stats
-                assert stats["total_submits"] == 0
-    finally:
-        cluster.stop_all()
+    async with started_cluster(tmp_path) as (cluster, api):
+        leader = await api.leader()
+        key = batch_key(cluster.secret_path.read_text().strip())
+        token = cluster.admin_key
+        plans = [[{"kind": "newer_build_note"}],
+                 [{"kind": "submit", "v": 2, "queue": "q", "payload": 1}],
+                 [{"kind": "pause_queue", "queue": "q"}, {"kind": "newer_build_note"}]]
+        items = [{"k": "p", "r": ["POST", "/jobs"], "t": token, "n": len(orjson.dumps(p))} for p in plans]
+        frame = encode_frame(items, [orjson.dumps(p) for p in plans])
+        async with aiohttp.ClientSession() as session:
+            async with session.post(cluster.urls[leader] + PATH, data=frame,
+                                    headers={AUTH_HEADER: sign(key, frame)}) as resp:
+                assert resp.status == 200
+                answers = decode_frame(await resp.read())
+        assert [meta["s"] for meta, _ in answers] == [501, 501, 501]
+        assert "unknown command kind 'newer_build_note'" in answers[0][0]["m"]
+        assert "unsupported command version 2" in answers[1][0]["m"]
+        await api.wait_converged()
+        assert all(cluster.nodes[i].alive() for i in range(3))
+        for i in range(3):  # nothing of a refused plan was written, not even the known command beside it
+            status, stats, _ = await api.get(i, "/stats", params={"consistency": "stale"})
+            assert status == 200 and "q" not in stats["by_queue"] and "newer_build_notes" not in stats
+            assert stats["total_submits"] == 0

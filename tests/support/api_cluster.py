@@ -37,6 +37,19 @@ def running_cluster(root: Path, **options):
         cluster.stop_all()
 
 
+@contextlib.asynccontextmanager
+async def started_cluster(root: Path, **options):
+    """A started, ready cluster and an admin `Api` for one test (make_cluster options); stopped afterwards."""
+    cluster = make_cluster(root, **options)
+    cluster.start_all()
+    try:
+        await cluster.wait_ready()
+        async with Api(cluster) as api:
+            yield cluster, api
+    finally:
+        cluster.stop_all()
+
+
 class Api:
     """JSON over HTTP against the cluster's nodes. Returns (status, body, headers); never raises on 4xx/5xx."""
 
