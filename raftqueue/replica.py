@@ -272,9 +272,6 @@ class Replica:
         answered = node.responsive_peers() | {self.config.self_member.raft_addr}
         return {m.id for m in self._members if m.raft_addr in answered}
 
-    def member(self, member_id: str) -> Member | None:
-        return next((m for m in self._members if m.id == member_id), None)
-
     async def change_members(self, op: str, member: Member, timeout: float = 5.0) -> int:
         """Add ("add") or remove ("rem") one member through this node as leader; the index it applied at."""
         spec = {"id": member.id, "raft_addr": member.raft_addr, "http_addr": member.http_addr}

@@ -972,17 +972,10 @@ class RaftNode(SyncObj):
         self._set_members(latest)
 
     def _set_members(self, members: dict[str, dict]) -> None:
-        """Make `members` this node's latest list: Raft peers and transport follow it.
-
-        A follower keeps talking to its current leader even when the list leaves it out: a node added after
-        the newest snapshot can lead, send that snapshot to a new node, and its own add entry follows in the
-        log. Dropping it would refuse its connection and nothing would ever arrive."""
+        """Make `members` this node's latest list: Raft peers and transport follow it."""
         self_addr = self._SyncObj__selfNode.address
         peers = [a for a in members if a != self_addr]
-        leader = self._SyncObj__raftLeader
         leading = self._SyncObj__raftState == LEADER
-        if not leading and leader is not None and leader.address not in members and leader.address != self_addr:
-            peers.append(leader.address)
         for addr in self._transport_extra & set(peers):  # a voter again: the library adds it afresh
             self._drop_transport_node(addr)
         self._transport_extra -= set(peers)
@@ -1000,12 +993,19 @@ class RaftNode(SyncObj):
         self._publish_members(members)
 
     def _sync_transport(self) -> None:
-        """Stay reachable by every committed member as well. A removal in this log that is not committed yet may
-        be undone by a leader that never had it (it can win under the committed list); if its connection were
-        refused, this node would never hear of the undo. Such members get connections, not votes or entries."""
+        """Stay reachable by the committed members and the current leader as well; they get connections, not
+        votes or entries.
+        - A removal in this log that is not committed yet may be undone by a leader that never had it (it can
+          win under the committed list); if its connection were refused, this node would never hear of the undo.
+        - A node added after the newest snapshot can lead and send that snapshot, which does not list it, to a
+          new node; its own add entry follows in the log, but only if its connection is not refused."""
         transport = self._SyncObj__transport
         voters = {n.address for n in self._SyncObj__otherNodes}
-        wanted = set(self._applied_members) - voters - {self._SyncObj__selfNode.address}
+        wanted = set(self._applied_members)
+        leader = self._SyncObj__raftLeader
+        if leader is not None and self._SyncObj__raftState != LEADER:
+            wanted.add(leader.address)
+        wanted -= voters | {self._SyncObj__selfNode.address}
         for addr in self._transport_extra - wanted:
             self._drop_transport_node(addr)
         for addr in wanted - self._transport_extra:
