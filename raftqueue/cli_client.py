@@ -379,6 +379,12 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
                          node.get("pid"), (node.get("state_digest") or "")[:16]])
         emit_table("cluster", ["node", "url", "role", "leader", "term", "commit", "applied", "lag", "pid", "digest"],
                    rows)
+        for node in nodes:
+            learner = node.get("catching_up")
+            if learner:  # a node being added: it receives the log before it gets a vote
+                print(f"{learner['id']} ({learner['http_addr']}) is catching up before it is added: it holds up to "
+                      f"index {learner['match_index']} of {node.get('last_log_index')}, "
+                      f"{learner['seconds_left']} s left")
     return run(args, body)
 
 

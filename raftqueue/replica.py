@@ -272,10 +272,13 @@ class Replica:
         answered = node.responsive_peers() | {self.config.self_member.raft_addr}
         return {m.id for m in self._members if m.raft_addr in answered}
 
-    async def change_members(self, op: str, member: Member, timeout: float = 5.0) -> int:
-        """Add ("add") or remove ("rem") one member through this node as leader; the index it applied at."""
+    async def change_members(self, op: str, member: Member, timeout: float = 5.0, catch_up_s: float = 20.0) -> int:
+        """Add ("add") or remove ("rem") one member through this node as leader; the index it applied at. A node
+        to add first catches up with the log for up to `catch_up_s` (RaftNode.change_members)."""
         spec = {"id": member.id, "raft_addr": member.raft_addr, "http_addr": member.http_addr}
-        return await self._on_tick(lambda done: self._require_node().change_members(op, spec, done), timeout)
+        node = self._require_node()
+        return await self._on_tick(lambda done: node.change_members(op, spec, done, catch_up_s),
+                                   timeout + (catch_up_s if op == "add" else 0.0))
 
     async def transfer_leadership(self, timeout: float = 5.0) -> None:
         """Ask the most caught-up follower to take over; returns once the request went out."""
@@ -339,6 +342,9 @@ class Replica:
             "ready": node.is_ready(),
             "members": members,
         }
+        catching_up = node.catching_up()
+        if catching_up is not None:  # a node to add, receiving the log without a vote yet
+            out["catching_up"] = catching_up
         if with_digest:
             state_index, digest = await self.state.digest_async()
             out["applied_index"] = max(out["applied_index"], state_index)

@@ -181,6 +181,11 @@ async def handle_batch(request: web.Request, key: bytes | None, propose: Propose
 
 
 # ----- follower side ---------------------------------------------------------------------------------------------
+def _request_item(request: web.Request) -> dict:
+    headers = {name: request.headers[name] for name in _PASS_REQUEST if name in request.headers}
+    return {"m": request.method, "p": request.rel_url.path_qs, "h": headers}
+
+
 class _Item:
     __slots__ = ("meta", "body", "future")
 
@@ -223,9 +228,19 @@ class BatchForwarder:
             await self._session.close()
 
     async def forward(self, request: web.Request, body: bytes, leader: Member) -> web.Response:
-        headers = {name: request.headers[name] for name in _PASS_REQUEST if name in request.headers}
-        meta, answer = await self._enqueue(leader, {"m": request.method, "p": request.rel_url.path_qs,
-                                                   "h": headers}, body)
+        meta, answer = await self._enqueue(leader, _request_item(request), body)
+        return web.Response(status=int(meta["s"]), body=answer, headers=dict(meta.get("h") or {}))
+
+    async def forward_alone(self, request: web.Request, body: bytes, leader: Member, timeout_s: float) -> web.Response:
+        """Like `forward`, in an exchange of its own with its own timeout: for a request that may take long (a
+        node to add catching up with the log), whose batch-mates would otherwise wait for its answer."""
+        meta = _request_item(request)
+        meta["n"] = len(body)
+        item = _Item(meta, body, asyncio.get_running_loop().create_future())
+        self._in_flight[leader.id] += 1
+        task = asyncio.get_running_loop().create_task(self._send(leader, [item], timeout_s))
+        self._batches[task] = leader.id
+        meta, answer = await item.future
         return web.Response(status=int(meta["s"]), body=answer, headers=dict(meta.get("h") or {}))
 
     async def propose(self, request: web.Request, commands: list[dict], leader: Member) -> tuple[int, list, str]:
@@ -266,12 +281,14 @@ class BatchForwarder:
             task = asyncio.get_running_loop().create_task(self._send(leader, batch))
             self._batches[task] = leader.id
 
-    async def _send(self, leader: Member, batch: list[_Item]) -> None:
+    async def _send(self, leader: Member, batch: list[_Item], timeout_s: float | None = None) -> None:
         assert self._session is not None
         frame = encode_frame([item.meta for item in batch], [item.body for item in batch])
         headers = {AUTH_HEADER: sign(self._key, frame), "Content-Type": "application/octet-stream"}
+        timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s, sock_connect=1.0)
         try:
-            async with self._session.post(leader.http_addr.rstrip("/") + PATH, data=frame, headers=headers) as resp:
+            async with self._session.post(leader.http_addr.rstrip("/") + PATH, data=frame, headers=headers,
+                                          timeout=timeout) as resp:
                 data = await resp.read()
                 if resp.status != 200:
                     raise ForwardBroken(f"the leader refused a forwarded batch ({resp.status})")

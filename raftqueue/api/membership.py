@@ -5,7 +5,8 @@ time: a change asked while another is not yet applied is answered 409 and change
 lives in the log and in snapshots, so it survives restarts and reaches nodes that were down (raft/membership).
 
 Adding: start the new node first (same cluster secret and admin key, an empty data directory, `--peer` for
-every current member and itself), then add it; the leader sends it a snapshot and the log. Removing the
+every current member and itself), then add it. The leader sends it a snapshot and the log first, without
+counting it toward a majority, and adds it once it has caught up (RaftNode.change_members). Removing the
 leader: it hands over to its most caught-up follower first, and the new leader removes it.
 """
 from __future__ import annotations
@@ -34,6 +35,9 @@ routes = web.RouteTableDef()
 MEMBER_FIELDS = {"id", "raft_addr", "http_addr"}
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HANDOVER_WAIT_S = 5.0
+# How long a node to add may take to catch up with the log (without a vote) before the add is refused: under
+# the clients' usual 30 s timeout. What it received stays, so a repeated request goes on from there.
+CATCH_UP_S = 20.0
 
 
 def parse_member(body: bytes, secret: bool) -> Member:
@@ -89,7 +93,8 @@ async def _change(request: web.Request, op: str, member: Member) -> int | None:
     deadline = time.monotonic() + ctx.settings.propose_timeout_s
     while True:
         try:
-            return await ctx.replica.change_members(op, member, timeout=ctx.settings.propose_timeout_s)
+            return await ctx.replica.change_members(op, member, timeout=ctx.settings.propose_timeout_s,
+                                                    catch_up_s=CATCH_UP_S)
         except (NotLeader, NoLeader, NotCommitted):
             return None
         except ChangeRefused as exc:
@@ -132,7 +137,7 @@ async def add_member(request: web.Request) -> web.Response:
         return _added(ctx, member, 201, index)
 
     try:
-        return await ctx.on_leader(request, body, here)
+        return await ctx.on_leader(request, body, here, _alone(request, body, CATCH_UP_S))
     except ApiError as exc:
         if exc.status != 504 or not await _settles(ctx, lambda: member in ctx.replica.applied_members()):
             raise
@@ -170,11 +175,22 @@ async def remove_member(request: web.Request) -> web.Response:
         return _removed(ctx, member_id, index)
 
     try:
-        return await ctx.on_leader(request, b"", here)
+        return await ctx.on_leader(request, b"", here, _alone(request, b"", HANDOVER_WAIT_S))
     except ApiError as exc:
         if exc.status != 504 or not await _settles(ctx, gone):
             raise
         return _removed(ctx, member_id)
+
+
+def _alone(request: web.Request, body: bytes, may_take_s: float):
+    """Pass the request to the leader in an exchange of its own: it may take seconds (a catch-up, a hand-over),
+    and the requests batched with it would wait as long for their answers."""
+    ctx = request.app[CTX]
+    timeout_s = may_take_s + 2 * ctx.settings.propose_timeout_s + 5.0  # + the quorum check and the commit
+
+    def there(leader: Member):
+        return ctx.batcher.forward_alone(request, body, leader, timeout_s)
+    return there
 
 
 async def _check_quorum_after(ctx, members: list[Member], new: Member | None = None) -> None:
@@ -236,7 +252,7 @@ async def _hand_over(request: web.Request) -> web.Response | None:
         leader = replica.leader
         if leader is not None and leader.id != ctx.settings.node_id:
             try:
-                return await ctx.batcher.forward(request, b"", leader)
+                return await _alone(request, b"", 0.0)(leader)
             except (ForwardNotSent, LeaderRetry):
                 return None
             except ForwardBroken as exc:

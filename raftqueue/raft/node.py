@@ -117,6 +117,23 @@ _HELD = float("inf")  # the library's election deadline while our pre-vote holds
 GROUP_BUCKETS = tuple(2 ** i - 1 for i in range(13)) + (float("inf"),)
 
 
+@dataclass
+class CatchUp:
+    """A node the leader replicates to without counting it (a non-voting learner) until it has caught up.
+
+    Raft thesis §4.2.1: added at once, a node with an empty log is a voter that holds nothing, so a cluster of
+    three that adds a fourth needs three of four for every commit while the newcomer receives the snapshot (for
+    a big state, many seconds); one more failure then stops all writes. Caught up in rounds instead: a round
+    sends what the log held at its start; when one takes less than an election timeout, the node is added."""
+
+    member: dict
+    node: object  # the library's node object, in its transport and its set of read-only nodes meanwhile
+    on_done: Callable[[int | None, Exception | None], None]
+    deadline: float
+    round_target: int
+    round_started: float
+
+
 class Proposal:
     """Encoded commands waiting for one log entry; `on_done(index, results, error)` runs on the tick thread."""
 
@@ -208,6 +225,7 @@ class RaftNode(SyncObj):
         self._membership_ops: collections.deque = collections.deque()  # (kind, argument, on_done) from any thread
         self._handover: tuple | None = None  # (deadline, on_done, follower told) while leadership is handed over
         self._change_queued = False  # a membership change was proposed here and its callback has not run yet
+        self._catch_up: CatchUp | None = None  # a node being brought up to date before its add (leader only)
         self._transport_extra: set[str] = set()  # committed members the latest list left out (see _sync_transport)
         self._skip_membership_up_to = 0  # --members-from-flags: the old log's changes are not applied
         self._members: dict[str, dict] = {}  # the latest list in the log (see _load_members)
@@ -282,6 +300,9 @@ class RaftNode(SyncObj):
         self._fail_pending(ReplicaClosed("the node is shutting down"))
         while self._membership_ops:
             self._membership_ops.popleft()[2](None, ReplicaClosed("the node is shutting down"))
+        if self._catch_up is not None:
+            self._catch_up.on_done(None, ReplicaClosed("the node is shutting down"))
+            self._catch_up = None
         if self._compaction_pid:
             try:
                 os.kill(self._compaction_pid, signal.SIGKILL)
@@ -348,6 +369,7 @@ class RaftNode(SyncObj):
         if self._membership_ops:
             self._run_membership_ops()
         if self._SyncObj__raftState == LEADER:
+            self._advance_catch_up()
             if not self._holding_for_handover():
                 self._add_housekeeping()
                 self._flush_pending()
@@ -472,6 +494,10 @@ class RaftNode(SyncObj):
         if new != LEADER:
             self._change_queued = False  # a new leader decides on changes; it refuses ours (below)
             self._drop_queued_changes()
+            catch_up = self._catch_up
+            if catch_up is not None:
+                self._end_catch_up()
+                catch_up.on_done(None, NotLeader(None, "this node lost leadership"))
         if new == LEADER:
             self._housekeeping_in_flight = False
         elif self._handover is not None:  # it went: the held writes were failed above and go to the new leader
@@ -1053,12 +1079,14 @@ class RaftNode(SyncObj):
         """The members as of the applied index: changes known to be committed (any thread)."""
         return membership.as_list(self._applied_members)
 
-    def change_members(self, op: str, member: dict,
-                       on_done: Callable[[int | None, Exception | None], None]) -> None:
+    def change_members(self, op: str, member: dict, on_done: Callable[[int | None, Exception | None], None],
+                       catch_up_s: float = 20.0) -> None:
         """Propose adding or removing one member (any thread). `on_done(index, error)` runs on the tick thread
         once the change is applied here; a change the leader refuses (another one in flight, or no entry of
-        its term committed yet) fails with `ChangeRefused`."""
-        self._membership_ops.append(("change", (op, member), on_done))
+        its term committed yet) fails with `ChangeRefused`. A node to add first catches up with the log
+        without a vote (`CatchUp`); if it has not within `catch_up_s`, `ChangeRefused` says how far it got,
+        and it keeps what it received for the next attempt."""
+        self._membership_ops.append(("change", (op, member, catch_up_s), on_done))
         self._wake()
 
     def transfer_leadership(self, on_done: Callable[[int | None, Exception | None], None]) -> None:
@@ -1109,12 +1137,72 @@ class RaftNode(SyncObj):
                 on_done(None, ChangeRefused("the leader was just elected and has not committed an entry of its "
                                             "term yet; retry in a moment"))
             else:
-                op, member = argument
-                # The library appends it from its own queue, maybe ticks later (its loop is time-bounded):
-                # until its callback runs, it counts as in flight even before it is in the log.
+                op, member, catch_up_s = argument
+                # Queued, caught up, or in the library's queue (which appends it maybe ticks later, its loop is
+                # time-bounded): until its callback runs, it counts as in flight even before it is in the log.
                 self._change_queued = True
-                self._applyCommand(membership.encode_change(op, member),
-                                   functools.partial(self._change_finished, on_done), membership.MEMBERSHIP)
+                if op == membership.ADD and member["raft_addr"] not in self._members:
+                    self._start_catch_up(member, on_done, catch_up_s)
+                else:
+                    self._propose_change(op, member, on_done)
+
+    def _propose_change(self, op: str, member: dict, on_done: Callable[[int | None, Exception | None], None]) -> None:
+        self._applyCommand(membership.encode_change(op, member),
+                           functools.partial(self._change_finished, on_done), membership.MEMBERSHIP)
+
+    def _start_catch_up(self, member: dict, on_done, catch_up_s: float) -> None:
+        """Replicate to `member` as a read-only node: the library sends entries (or the snapshot) to those as
+        to its peers, and counts none of them toward a commit, the step-down check or an election."""
+        addr = member["raft_addr"]
+        transport = self._SyncObj__transport
+        node = transport._nodeAddrToNode.get(addr)
+        if node is None:
+            node = self._SyncObj__nodeClass(addr)
+            transport.addNode(node)
+        self._SyncObj__readonlyNodes.add(node)
+        last = self._journal[-1][1]
+        self._SyncObj__raftNextIndex[node] = last + 1
+        self._SyncObj__raftMatchIndex[node] = 0
+        now = monotonic_time()
+        self._catch_up = CatchUp(member, node, on_done, now + catch_up_s, last, now)
+        log.info("raft: %s (%s) is catching up with the log before it is added", member["id"], addr)
+
+    def _advance_catch_up(self) -> None:
+        """On the leader's tick: add the learning node once a round was short, or give up at the deadline."""
+        catch_up = self._catch_up
+        if catch_up is None:
+            return
+        now = monotonic_time()
+        match = self._SyncObj__raftMatchIndex.get(catch_up.node, 0)
+        if match >= catch_up.round_target:
+            if now - catch_up.round_started <= self._settings.election_min_s:
+                self._end_catch_up()
+                self._propose_change(membership.ADD, catch_up.member, catch_up.on_done)
+                return
+            catch_up.round_target, catch_up.round_started = self._journal[-1][1], now
+        if now > catch_up.deadline:
+            self._end_catch_up()
+            self._change_queued = False
+            last = self._journal[-1][1]
+            catch_up.on_done(None, ChangeRefused(
+                f"{catch_up.member['id']} has not caught up with the log in time (it holds up to index {match} of "
+                f"{last}); it keeps what it received: repeat the request to go on"))
+
+    def _end_catch_up(self) -> None:
+        """Stop treating the node as a learner, and close its connection: once its add entry is appended (at once,
+        if it caught up), the library connects to it afresh as a peer."""
+        catch_up, self._catch_up = self._catch_up, None
+        if catch_up is None:
+            return
+        node = catch_up.node
+        self._SyncObj__readonlyNodes.discard(node)
+        self._transfer.cancelTransmisstion(node)  # a snapshot being sent to it: close the file
+        self._SyncObj__raftNextIndex.pop(node, None)
+        self._SyncObj__raftMatchIndex.pop(node, None)
+        self._SyncObj__lastResponseTime.pop(node, None)
+        addr = catch_up.member["raft_addr"]
+        if addr not in self._transport_extra and node not in self._SyncObj__otherNodes:
+            self._drop_transport_node(addr)
 
     def _drop_queued_changes(self) -> None:
         """No longer leader: fail membership changes still in the library's queue (it would pass them on to
@@ -1235,6 +1323,15 @@ class RaftNode(SyncObj):
             return False
         leader_commit = self._SyncObj__leaderCommitIndex
         return leader_commit is not None and self._SyncObj__raftLastApplied >= leader_commit
+
+    def catching_up(self) -> dict | None:
+        """On the leader: the node being brought up to date before its add (`CatchUp`), or None (any thread)."""
+        catch_up = self._catch_up
+        if catch_up is None:
+            return None
+        return {**catch_up.member, "match_index": self._SyncObj__raftMatchIndex.get(catch_up.node, 0),
+                "connected": catch_up.node in self._SyncObj__connectedNodes,
+                "seconds_left": round(max(0.0, catch_up.deadline - monotonic_time()), 1)}
 
     def members(self) -> list[dict]:
         match = dict(self._SyncObj__raftMatchIndex) if self.is_leader else {}

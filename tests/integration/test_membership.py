@@ -71,9 +71,12 @@ async def test_add_a_node_remove_the_leader_restart_and_fail_over_on_the_new_mem
             # add through a follower; the answer lists the new members
             leader = await api.leader()
             follower = next(i for i in range(3) if i != leader)
+            held = (await api.cluster_status(leader, digest=False))["last_log_index"]
             status, body, headers = await api.post(follower, "/cluster/members", cluster.peer_spec(3))
             assert status == 201, body
             assert [m["id"] for m in body["members"]] == ["n1", "n2", "n3", "n4"] and "X-Raft-Index" in headers
+            # n4 caught up (the snapshot and the log) before it was added, not after
+            assert (await api.cluster_status(3, digest=False))["last_log_index"] >= held
             status, body, _ = await api.post(leader, "/cluster/members", cluster.peer_spec(3))
             assert status == 200, body  # the same change again: nothing new
 

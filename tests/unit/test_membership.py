@@ -11,7 +11,7 @@ from raftqueue.api.errors import ApiError
 from raftqueue.api.membership import parse_member
 from raftqueue.raft import membership
 from raftqueue.raft.errors import CannotApply
-from raftqueue.raft.node import RaftNode, RaftSettings
+from raftqueue.raft.node import Proposal, RaftNode, RaftSettings
 from raftqueue.raft.snapshot_file import CorruptSnapshot, SnapshotHeader
 from tests.support.idle_node import _NoState, _free_ports
 
@@ -139,36 +139,128 @@ def test_control_without_the_log_the_flags_decide(tmp_path, cluster_addrs):
         raft._doDestroy()
 
 
-def test_a_leader_takes_one_change_at_a_time(tmp_path, cluster_addrs):
+def _lone_leader(data_dir, addrs: list[str]) -> RaftNode:
+    """addrs[0] as a cluster of one: it elects itself at once (an election timeout is 0.3-0.6 s)."""
+    raft = _node(data_dir, addrs, members=[addrs[0]])
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not raft.leader_ready:
+        raft.doTick(0.01)
+        raft._journal.sync()
+    assert raft.leader_ready
+    return raft
+
+
+def _joiner(data_dir, addrs: list[str], i: int) -> RaftNode:
+    """addrs[i], started empty with the leader addrs[0] and itself as its flags, as a node to add is."""
+    specs = [membership.spec(f"n{j + 1}", addrs[j], f"http://h{j + 1}:80") for j in (0, i)]
+    raft = RaftNode(RaftSettings(self_addr=addrs[i], peer_addrs=[addrs[0]], data_dir=data_dir, members=specs),
+                    _NoState())
+    raft.doTick(0)
+    return raft
+
+
+def _tick(*nodes: RaftNode) -> None:
+    """One pass of each node's tick loop (RaftNode._run without its thread)."""
+    for raft in nodes:
+        raft._journal.sync()
+        raft.doTick(0.002)
+        raft._send_deferred_acks()
+        raft._journal.sync()
+
+
+def _spec(addrs: list[str], i: int) -> dict:
+    return membership.spec(f"n{i + 1}", addrs[i], f"http://h{i + 1}:80")
+
+
+def test_a_leader_takes_one_change_at_a_time(tmp_path, cluster_addrs, monkeypatch):
     a = cluster_addrs
-    raft = _node(tmp_path, a, members=[a[0]])  # a cluster of one: it elects itself at once
+    raft = _lone_leader(tmp_path / "n1", a)
+    n2 = _joiner(tmp_path / "n2", a, 1)
     try:
-        deadline = time.monotonic() + 5.0  # an election timeout is 0.3-0.6 s
-        while time.monotonic() < deadline:
-            raft.doTick(0.01)
-            raft._journal.sync()
-            if raft.leader_ready:
-                break
-        assert raft.leader_ready
         outcomes: list = []
         for i in (1, 2):
-            raft.change_members(membership.ADD, membership.spec(f"n{i + 1}", a[i], f"http://h{i + 1}:80"),
-                                lambda index, error: outcomes.append((index, error)))
+            raft.change_members(membership.ADD, _spec(a, i), lambda index, error: outcomes.append((index, error)))
         raft._run_membership_ops()
-        assert len(outcomes) == 1 and type(outcomes[0][1]).__name__ == "ChangeRefused"
-        # the library's loop has not appended n2's change yet (it is time-bounded): still, it is in flight
-        raft.change_members(membership.ADD, membership.spec("n4", a[3], "http://h4:80"),
-                            lambda index, error: outcomes.append((index, error)))
+        assert len(outcomes) == 1 and type(outcomes[0][1]).__name__ == "ChangeRefused"  # n2 is catching up
+        # Once n2 has caught up, its change waits in the library's queue (the library's loop is time-bounded and
+        # may append it ticks later): still, it is in flight. Held there by keeping that loop from running.
+        library_append = SyncObj._checkCommandsToApply
+        monkeypatch.setattr(SyncObj, "_checkCommandsToApply", lambda self: None)
+        deadline = time.monotonic() + 5.0
+        while raft._catch_up is not None and time.monotonic() < deadline:
+            _tick(raft, n2)
+        assert raft._catch_up is None and not outcomes[1:]
+        raft.change_members(membership.ADD, _spec(a, 3), lambda index, error: outcomes.append((index, error)))
         raft._run_membership_ops()
         assert len(outcomes) == 2 and type(outcomes[1][1]).__name__ == "ChangeRefused"
-        SyncObj._checkCommandsToApply(raft)  # the library appends the one change proposed
+        library_append(raft)  # the library appends the one change proposed
         assert [m["id"] for m in raft.member_list] == ["n1", "n2"]
-        # while n2's entry is not applied (n2 never answers: no majority), a further change is refused
-        raft.change_members(membership.ADD, membership.spec("n4", a[3], "http://h4:80"),
-                            lambda index, error: outcomes.append((index, error)))
+        # while n2's entry is not applied (n2 is not ticked now: no majority), a further change is refused
+        raft.change_members(membership.ADD, _spec(a, 3), lambda index, error: outcomes.append((index, error)))
         raft._run_membership_ops()
         assert type(outcomes[-1][1]).__name__ == "ChangeRefused"
         assert [m["id"] for m in raft.member_list] == ["n1", "n2"]
+    finally:
+        n2._doDestroy()
+        raft._doDestroy()
+
+
+def test_a_node_to_add_catches_up_without_a_vote_before_it_is_added(tmp_path, cluster_addrs):
+    """Raft thesis §4.2.1: added at once, an empty node is a voter holding nothing until its snapshot and log
+    arrive, and one more failure stops the writes. The leader replicates to it first, counting it nowhere."""
+    a = cluster_addrs
+    raft = _lone_leader(tmp_path / "n1", a)
+    n2 = _joiner(tmp_path / "n2", a, 1)
+    try:
+        done: list = []
+        for i in range(300):
+            raft.submit(Proposal([b'{"kind":"noop"}'], lambda index, results, error: done.append(error)))
+            _tick(raft)
+        for _ in range(10):
+            _tick(raft)
+        assert len(done) == 300 and not any(done)
+        asked_at = raft.last_log_index
+        seen: list = []  # n2's last log index when the leader's member list takes n2 in
+        raft.on_members_change = lambda members: seen.append((len(members), n2.last_log_index))
+        outcome: list = []
+        raft.change_members(membership.ADD, _spec(a, 1), lambda index, error: outcome.append((index, error)))
+        deadline = time.monotonic() + 10.0
+        while not outcome and time.monotonic() < deadline:
+            _tick(raft, n2)
+            if raft._catch_up is not None:  # meanwhile the leader counts n2 nowhere
+                assert _peers(raft) == set() and raft.responsive_peers() == set()
+        assert outcome and outcome[0][1] is None, outcome
+        assert seen and seen[0][0] == 2 and seen[0][1] >= asked_at
+        assert [m["id"] for m in raft.member_list] == ["n1", "n2"] and _peers(raft) == {a[1]}
+        assert a[1] not in {n.address for n in raft._SyncObj__readonlyNodes}
+        while n2.last_log_index < raft.last_log_index and time.monotonic() < deadline:
+            _tick(raft, n2)
+        assert n2.last_log_index == raft.last_log_index
+    finally:
+        n2._doDestroy()
+        raft._doDestroy()
+
+
+def test_a_node_that_does_not_catch_up_in_time_is_not_added(tmp_path, cluster_addrs):
+    a = cluster_addrs
+    raft = _lone_leader(tmp_path / "n1", a)  # a[1] is not running
+    try:
+        last = raft.last_log_index
+        outcome: list = []
+        raft.change_members(membership.ADD, _spec(a, 1), lambda index, error: outcome.append((index, error)),
+                            catch_up_s=0.3)
+        deadline = time.monotonic() + 5.0
+        while not outcome and time.monotonic() < deadline:
+            _tick(raft)
+        assert outcome and type(outcome[0][1]).__name__ == "ChangeRefused"
+        assert "has not caught up" in str(outcome[0][1])
+        assert [m["id"] for m in raft.member_list] == ["n1"] and raft.last_log_index == last
+        assert a[1] not in raft._SyncObj__transport._nodeAddrToNode  # its connection went with it
+        assert not raft._SyncObj__readonlyNodes
+        # nothing is left in flight: the next change is taken (and catches up in its turn)
+        raft.change_members(membership.ADD, _spec(a, 1), lambda index, error: outcome.append((index, error)))
+        raft._run_membership_ops()
+        assert len(outcome) == 1 and raft._catch_up is not None
     finally:
         raft._doDestroy()
 
