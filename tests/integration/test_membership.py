@@ -187,3 +187,48 @@ async def test_a_leader_added_after_its_newest_snapshot_can_add_another_node(tmp
             await _submit(api, 4, 5, "via-n5")
     finally:
         cluster.stop_all()
+
+
+async def test_a_node_to_add_gets_no_vote_until_it_has_caught_up(tmp_path):
+    """While a node to add is catching up, the majority is the old one: with one old follower stopped, writes
+    still commit. Counted at once (a voter holding nothing), the new node would be needed for three of four."""
+    cluster = make_cluster(tmp_path, nodes=4, initial_members=3, extra_args=["--debug-routes"])
+    for node in cluster.nodes[:3]:
+        node.start()
+    try:
+        await cluster.wait_ready(nodes=[0, 1, 2])
+        async with Api(cluster) as api:
+            jobs = await _submit(api, 0, 20, "before")
+            cluster.nodes[3].start()
+            await _wait_live(api, 3)
+            # n4 drops all Raft traffic (a debug route): it answers /live, but cannot catch up
+            status, body, _ = await api.post(3, "/debug/partition", {"drop": ["n1", "n2", "n3"]})
+            assert status == 200, body
+            leader = await api.leader()
+            follower, other = [i for i in range(3) if i != leader]
+            adding = asyncio.ensure_future(api.post(follower, "/cluster/members", cluster.peer_spec(3)))
+            catching_up = None
+            for _ in range(100):
+                status = await api.cluster_status(leader, digest=False)
+                catching_up = status.get("catching_up")
+                if catching_up:
+                    break
+                await asyncio.sleep(0.05)
+            assert catching_up and catching_up["id"] == "n4" and catching_up["match_index"] == 0, status
+            assert _ids(status) == ["n1", "n2", "n3"]
+            cluster.nodes[other].pause()
+            try:
+                jobs += await _submit(api, leader, 5, "one-old-follower-stopped")  # two of the three old members
+            finally:
+                cluster.nodes[other].resume()
+            assert not adding.done()
+            status, body, _ = await api.post(3, "/debug/partition", {"drop": []})
+            assert status == 200, body
+            status, body, _ = await adding
+            assert status == 201 and [m["id"] for m in body["members"]] == ["n1", "n2", "n3", "n4"], body
+            statuses = await api.wait_converged(nodes=[0, 1, 2, 3])
+            assert all(_ids(s) == ["n1", "n2", "n3", "n4"] for s in statuses)
+            for job_id in jobs:
+                assert (await api.get(3, f"/jobs/{job_id}"))[0] == 200
+    finally:
+        cluster.stop_all()
