@@ -199,7 +199,8 @@ def document() -> dict:
         "/cluster/nodes": {"get": op("Every member's /cluster, asked by this node", {"200": _json(_obj({
             "asked_by": {"type": "string"}, "nodes": {"type": "array", "items": {"type": "object"}}},
             ["asked_by", "nodes"]))})},
-        "/cluster/members": {"post": op("Add a started node to the cluster (admin; one change at a time)", {
+        "/cluster/members": {"post": op("Add a started node to the cluster (admin; one change at a time; it catches "
+                                        "up with the log without a vote first, 409 if not within 20 s)", {
             "200": _json(MEMBERS_ANSWER, "already a member with these addresses: nothing changed"),
             "201": _json(MEMBERS_ANSWER, "added")}, MEMBER)},
         "/cluster/members/{member_id}": {"delete": op("Remove a node (admin; the leader hands over first)", {
