@@ -384,7 +384,7 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
             if learner:  # a node being added: it receives the log before it gets a vote
                 print(f"{learner['id']} ({learner['http_addr']}) is catching up before it is added: it holds up to "
                       f"index {learner['match_index']} of {node.get('last_log_index')}, "
-                      f"{learner['seconds_left']} s left")
+                      f"{learner['snapshot_bytes_sent']:,} snapshot bytes sent, last progress {learner['idle_s']} s ago")
     return run(args, body)
 
 
@@ -396,6 +396,12 @@ def cmd_cluster_members(args: argparse.Namespace) -> int:
             answer = await client.remove_member(args.id)
         if args.json:
             emit_json(answer)
+            return
+        learner = answer.get("catching_up")
+        if learner:  # 202: the leader goes on sending it the log, and adds it once it has caught up
+            print(f"{args.id} is catching up with the log (it holds up to index {learner['match_index']}, "
+                  f"{learner['snapshot_bytes_sent']} snapshot bytes sent); the leader adds it once it has caught up. "
+                  "`raftqueue cluster status` shows how far it is")
             return
         print(("added " + args.id) if args.members_command == "add" else f"removed {args.id}")
         emit_table("members", ["id", "raft", "url"],

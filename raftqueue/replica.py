@@ -274,7 +274,8 @@ class Replica:
 
     async def change_members(self, op: str, member: Member, timeout: float = 5.0, catch_up_s: float = 20.0) -> int:
         """Add ("add") or remove ("rem") one member through this node as leader; the index it applied at. A node
-        to add first catches up with the log for up to `catch_up_s` (RaftNode.change_members)."""
+        to add first catches up with the log, for as long as it makes progress (RaftNode.change_members); this
+        waits for `catch_up_s` of that, then raises CommitUnknown while it goes on (see `catching_up`)."""
         spec = {"id": member.id, "raft_addr": member.raft_addr, "http_addr": member.http_addr}
         node = self._require_node()
         return await self._on_tick(lambda done: node.change_members(op, spec, done, catch_up_s),
@@ -299,6 +300,11 @@ class Replica:
             raise CommitUnknown(f"no answer within {timeout:.0f} s; the change may still be applied") from None
 
     # ----- cluster view -------------------------------------------------------------------------------------
+    def catching_up(self) -> dict | None:
+        """On the leader: the node being caught up before its add, with its progress (RaftNode.catching_up)."""
+        node = self.node
+        return node.catching_up() if node is not None else None
+
     @property
     def is_leader(self) -> bool:
         return self.node is not None and self.node.is_leader

@@ -237,8 +237,8 @@ class BatchForwarder:
         meta = _request_item(request)
         meta["n"] = len(body)
         item = _Item(meta, body, asyncio.get_running_loop().create_future())
-        self._in_flight[leader.id] += 1
-        task = asyncio.get_running_loop().create_task(self._send(leader, [item], timeout_s))
+        # not counted in _in_flight: the batches' slots stay free for the writes meanwhile
+        task = asyncio.get_running_loop().create_task(self._send(leader, [item], timeout_s, counted=False))
         self._batches[task] = leader.id
         meta, answer = await item.future
         return web.Response(status=int(meta["s"]), body=answer, headers=dict(meta.get("h") or {}))
@@ -281,7 +281,8 @@ class BatchForwarder:
             task = asyncio.get_running_loop().create_task(self._send(leader, batch))
             self._batches[task] = leader.id
 
-    async def _send(self, leader: Member, batch: list[_Item], timeout_s: float | None = None) -> None:
+    async def _send(self, leader: Member, batch: list[_Item], timeout_s: float | None = None,
+                    counted: bool = True) -> None:
         assert self._session is not None
         frame = encode_frame([item.meta for item in batch], [item.body for item in batch])
         headers = {AUTH_HEADER: sign(self._key, frame), "Content-Type": "application/octet-stream"}
@@ -309,7 +310,8 @@ class BatchForwarder:
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
             self._fail(batch, ForwardBroken(f"{type(exc).__name__}: {exc}"))
         finally:
-            self._in_flight[leader.id] -= 1
+            if counted:
+                self._in_flight[leader.id] -= 1
             self._batches.pop(asyncio.current_task(), None)
             self._kick(leader)
 

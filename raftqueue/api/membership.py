@@ -35,9 +35,11 @@ routes = web.RouteTableDef()
 MEMBER_FIELDS = {"id", "raft_addr", "http_addr"}
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HANDOVER_WAIT_S = 5.0
-# How long a node to add may take to catch up with the log (without a vote) before the add is refused: under
-# the clients' usual 30 s timeout. What it received stays, so a repeated request goes on from there.
+# How long an add waits for the new node to catch up with the log (without a vote) before it answers 202 while
+# the catch-up goes on (under the clients' usual 30 s timeout); also how long the catch-up may go without any
+# progress before the leader gives up on it.
 CATCH_UP_S = 20.0
+_STILL_CATCHING_UP = -1
 
 
 def parse_member(body: bytes, secret: bool) -> Member:
@@ -82,6 +84,16 @@ def _added(ctx, member: Member, status: int = 200, index: int | None = None) -> 
                    {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members)})
 
 
+def _catching_up(ctx, member: Member) -> web.Response | None:
+    """202 while the leader still brings `member` up to date before adding it; None if it does not."""
+    learner = ctx.replica.catching_up()
+    if learner is None or learner["id"] != member.id or learner["raft_addr"] != member.raft_addr:
+        return None
+    return _answer(202, ctx.replica.applied_index, ctx.settings.node_id,
+                   {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members),
+                    "catching_up": learner})
+
+
 def _removed(ctx, member_id: str, index: int | None = None) -> web.Response:
     return _answer(200, ctx.replica.applied_index if index is None else index, ctx.settings.node_id,
                    {"removed": member_id, "members": _members_body(ctx.replica.members)})
@@ -103,6 +115,8 @@ async def _change(request: web.Request, op: str, member: Member) -> int | None:
             if time.monotonic() >= deadline:
                 raise ApiError(409, "conflict", str(exc), {"Retry-After": "1"}) from None
         except CommitUnknown as exc:
+            if op == "add" and _catching_up(ctx, member) is not None:
+                return _STILL_CATCHING_UP  # it goes on as long as it makes progress
             raise ApiError(504, "commit_timeout", f"{exc}; GET /cluster shows whether it was") from None
         except ReplicaClosed:
             raise ApiError(503, "no_leader", "this node is shutting down", {"Retry-After": "1"}) from None
@@ -118,6 +132,9 @@ async def add_member(request: web.Request) -> web.Response:
     member = parse_member(body, bool(ctx.replica.config.secret))
 
     async def here() -> web.Response | None:
+        still = _catching_up(ctx, member)
+        if still is not None:  # a repeat while the first one catches up: how far it is
+            return still
         members = ctx.replica.members
         for current in members:
             if current == member:  # a repeat: the same answer once the first one is committed, nothing new
@@ -134,6 +151,12 @@ async def add_member(request: web.Request) -> web.Response:
         index = await _change(request, "add", member)
         if index is None:
             return None
+        if index == _STILL_CATCHING_UP:
+            still = _catching_up(ctx, member)
+            if still is None:  # it caught up just now: the add entry's outcome is what counts (add_member)
+                raise ApiError(504, "commit_timeout", f"{member.id} caught up just now; GET /cluster shows whether "
+                                                      "it was added")
+            return still
         return _added(ctx, member, 201, index)
 
     try:

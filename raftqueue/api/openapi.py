@@ -200,8 +200,11 @@ def document() -> dict:
             "asked_by": {"type": "string"}, "nodes": {"type": "array", "items": {"type": "object"}}},
             ["asked_by", "nodes"]))})},
         "/cluster/members": {"post": op("Add a started node to the cluster (admin; one change at a time; it catches "
-                                        "up with the log without a vote first, 409 if not within 20 s)", {
+                                        "up with the log without a vote first)", {
             "200": _json(MEMBERS_ANSWER, "already a member with these addresses: nothing changed"),
+            "202": _json(_obj({"member": MEMBER, "members": {"type": "array", "items": MEMBER},
+                               "catching_up": {"type": "object"}}, ["member", "members", "catching_up"]),
+                         "still catching up after 20 s: the leader adds it once it has"),
             "201": _json(MEMBERS_ANSWER, "added")}, MEMBER)},
         "/cluster/members/{member_id}": {"delete": op("Remove a node (admin; the leader hands over first)", {
             "200": _json(_obj({"removed": {"type": "string"}, "members": {"type": "array", "items": MEMBER}},

@@ -4,7 +4,8 @@ Raft does not tell a removed node: the entry that removes it is no longer sent t
 its connections. It only stops hearing from the cluster. So while this node is not ready, it asks the members
 it knows over HTTP; when one that has a leader lists members without this node, it says so once in its log
 and in /cluster (`removed_from_cluster`), so that the operator stops it. A node with an empty log was never a
-member: it is waiting to be added (`not_yet_a_member`, logged at INFO). Reporting only: Raft on this node is
+member: it is waiting to be added (`not_yet_a_member`, logged at INFO); so is one the leader is catching up
+before adding it (the leader's /cluster names it in `catching_up`). Reporting only: Raft on this node is
 unchanged, and the flag clears when it hears from a leader again (added, or a removal that was undone).
 """
 from __future__ import annotations
@@ -42,16 +43,21 @@ async def watch(ctx: Context, admin_key: str | None) -> None:
         if seen_by is None:
             continue
         node = ctx.replica.node
-        if node is not None and node.snapshot_index == 0 and node.last_log_index <= 1:
+        if seen_by.get("catching_up"):  # the leader is sending it the log, to add it once it has caught up
+            flags["not_yet_a_member"] = seen_by
+            log.info("this node (%s) is catching up with the log; %s adds it to the cluster once it has",
+                     ctx.settings.node_id, seen_by["by"])
+        elif node is not None and node.snapshot_index == 0 and node.last_log_index <= 1:
             flags["not_yet_a_member"] = seen_by
             log.info("this node (%s) is not a member of the cluster yet (%s's members are %s): add it with "
                      "POST /cluster/members or `raftqueue cluster add`", ctx.settings.node_id, seen_by["by"],
                      ", ".join(seen_by["members"]))
         else:
             flags["removed_from_cluster"] = seen_by
-            log.error("this node (%s) is not a member any more: %s's members are %s. It takes no part in the "
-                      "cluster; stop it, and wipe its data directory before it ever rejoins",
-                      ctx.settings.node_id, seen_by["by"], ", ".join(seen_by["members"]))
+            log.error("this node (%s) is not a member any more: %s's members are %s (it was removed, or an add "
+                      "of it gave up catching up). It takes no part in the cluster; stop it, and wipe its data "
+                      "directory before it ever rejoins", ctx.settings.node_id, seen_by["by"],
+                      ", ".join(seen_by["members"]))
 
 
 async def _listed_without_me(ctx: Context, headers: dict) -> dict | None:
@@ -69,5 +75,7 @@ async def _listed_without_me(ctx: Context, headers: dict) -> dict | None:
             continue
         ids = [m.get("id") for m in status.get("members", []) if isinstance(m, dict)]
         if status.get("ready") and status.get("leader") and me not in ids:
-            return {"by": str(status.get("node_id")), "members": [str(i) for i in ids]}
+            learner = status.get("catching_up")
+            return {"by": str(status.get("node_id")), "members": [str(i) for i in ids],
+                    "catching_up": isinstance(learner, dict) and learner.get("id") == me}
     return None

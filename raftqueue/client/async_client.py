@@ -225,8 +225,9 @@ class AsyncClient:
         return (await self.request("GET", "/cluster/nodes"))[1]["nodes"]
 
     async def add_member(self, member_id: str, raft_addr: str, http_addr: str) -> dict:
-        """`POST /cluster/members` (admin): add a started node; `{member, members}`. It returns once the node has
-        caught up with the log and was added (a 409 after 20 s says how far it got). Repeating it is harmless."""
+        """`POST /cluster/members` (admin): add a started node; `{member, members}` once the node has caught up with
+        the log and was added, or after 20 s `{member, members, catching_up}` while it goes on catching up (the
+        leader adds it once it has). Repeating it is harmless."""
         return (await self.request("POST", "/cluster/members",
                                    {"id": member_id, "raft_addr": raft_addr, "http_addr": http_addr}))[1]
 

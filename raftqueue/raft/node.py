@@ -124,14 +124,18 @@ class CatchUp:
     Raft thesis §4.2.1: added at once, a node with an empty log is a voter that holds nothing, so a cluster of
     three that adds a fourth needs three of four for every commit while the newcomer receives the snapshot (for
     a big state, many seconds); one more failure then stops all writes. Caught up in rounds instead: a round
-    sends what the log held at its start; when one takes less than an election timeout, the node is added."""
+    sends what the log held at its start; when one takes less than an election timeout, the node is added. It
+    goes on as long as it makes progress (snapshot bytes sent, or entries matched); `idle_s` without any ends
+    it unadded."""
 
     member: dict
     node: object  # the library's node object, in its transport and its set of read-only nodes meanwhile
     on_done: Callable[[int | None, Exception | None], None]
-    deadline: float
+    idle_s: float
     round_target: int
     round_started: float
+    progress: tuple = (0, 0)  # (match index, snapshot bytes sent) when it last moved ...
+    progressed_at: float = 0.0  # ... and when that was
 
 
 class Proposal:
@@ -963,7 +967,9 @@ class RaftNode(SyncObj):
         if self._SyncObj__raftCommitIndex < header.index:
             self._SyncObj__raftCommitIndex = header.index
             journal.setRaftCommitIndex(header.index)
-        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=journal[-1][1] + 1, success=True)
+        # Only the snapshot's entries are known to match the leader's: a log kept under D7 may hold a tail from
+        # another term after them, which the leader's next append finds and replaces (Raft §5.3).
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=header.index + 1, success=True)
 
     def _fail_waiting_up_to(self, index: int) -> None:
         waiting = self._SyncObj__commandsWaitingCommit
@@ -1080,13 +1086,13 @@ class RaftNode(SyncObj):
         return membership.as_list(self._applied_members)
 
     def change_members(self, op: str, member: dict, on_done: Callable[[int | None, Exception | None], None],
-                       catch_up_s: float = 20.0) -> None:
+                       catch_up_idle_s: float = 20.0) -> None:
         """Propose adding or removing one member (any thread). `on_done(index, error)` runs on the tick thread
         once the change is applied here; a change the leader refuses (another one in flight, or no entry of
         its term committed yet) fails with `ChangeRefused`. A node to add first catches up with the log
-        without a vote (`CatchUp`); if it has not within `catch_up_s`, `ChangeRefused` says how far it got,
-        and it keeps what it received for the next attempt."""
-        self._membership_ops.append(("change", (op, member, catch_up_s), on_done))
+        without a vote (`CatchUp`, `catching_up`) for as long as it makes progress: `on_done` runs once it was
+        added, or with `ChangeRefused` after `catch_up_idle_s` without progress."""
+        self._membership_ops.append(("change", (op, member, catch_up_idle_s), on_done))
         self._wake()
 
     def transfer_leadership(self, on_done: Callable[[int | None, Exception | None], None]) -> None:
@@ -1137,12 +1143,12 @@ class RaftNode(SyncObj):
                 on_done(None, ChangeRefused("the leader was just elected and has not committed an entry of its "
                                             "term yet; retry in a moment"))
             else:
-                op, member, catch_up_s = argument
+                op, member, catch_up_idle_s = argument
                 # Queued, caught up, or in the library's queue (which appends it maybe ticks later, its loop is
                 # time-bounded): until its callback runs, it counts as in flight even before it is in the log.
                 self._change_queued = True
                 if op == membership.ADD and member["raft_addr"] not in self._members:
-                    self._start_catch_up(member, on_done, catch_up_s)
+                    self._start_catch_up(member, on_done, catch_up_idle_s)
                 else:
                     self._propose_change(op, member, on_done)
 
@@ -1150,7 +1156,7 @@ class RaftNode(SyncObj):
         self._applyCommand(membership.encode_change(op, member),
                            functools.partial(self._change_finished, on_done), membership.MEMBERSHIP)
 
-    def _start_catch_up(self, member: dict, on_done, catch_up_s: float) -> None:
+    def _start_catch_up(self, member: dict, on_done, idle_s: float) -> None:
         """Replicate to `member` as a read-only node: the library sends entries (or the snapshot) to those as
         to its peers, and counts none of them toward a commit, the step-down check or an election."""
         addr = member["raft_addr"]
@@ -1164,29 +1170,34 @@ class RaftNode(SyncObj):
         self._SyncObj__raftNextIndex[node] = last + 1
         self._SyncObj__raftMatchIndex[node] = 0
         now = monotonic_time()
-        self._catch_up = CatchUp(member, node, on_done, now + catch_up_s, last, now)
+        self._catch_up = CatchUp(member, node, on_done, idle_s, last, now, progressed_at=now)
         log.info("raft: %s (%s) is catching up with the log before it is added", member["id"], addr)
 
     def _advance_catch_up(self) -> None:
-        """On the leader's tick: add the learning node once a round was short, or give up at the deadline."""
+        """On the leader's tick: add the learning node once a round was short, or give up once it has made no
+        progress for its idle time."""
         catch_up = self._catch_up
         if catch_up is None:
             return
         now = monotonic_time()
         match = self._SyncObj__raftMatchIndex.get(catch_up.node, 0)
+        progress = (match, self._transfer.bytes_sent(catch_up.node))
+        if progress != catch_up.progress:
+            catch_up.progress, catch_up.progressed_at = progress, now
         if match >= catch_up.round_target:
             if now - catch_up.round_started <= self._settings.election_min_s:
                 self._end_catch_up()
                 self._propose_change(membership.ADD, catch_up.member, catch_up.on_done)
                 return
             catch_up.round_target, catch_up.round_started = self._journal[-1][1], now
-        if now > catch_up.deadline:
+        if now - catch_up.progressed_at > catch_up.idle_s:
             self._end_catch_up()
             self._change_queued = False
-            last = self._journal[-1][1]
-            catch_up.on_done(None, ChangeRefused(
-                f"{catch_up.member['id']} has not caught up with the log in time (it holds up to index {match} of "
-                f"{last}); it keeps what it received: repeat the request to go on"))
+            message = (f"{catch_up.member['id']} made no progress catching up with the log for {catch_up.idle_s:.0f} s "
+                       f"(it holds up to index {match} of {self._journal[-1][1]}): is it running, and does it reach "
+                       f"this node at {self._SyncObj__selfNode.address}? It was not added")
+            log.warning("raft: %s", message)
+            catch_up.on_done(None, ChangeRefused(message))
 
     def _end_catch_up(self) -> None:
         """Stop treating the node as a learner, and close its connection: once its add entry is appended (at once,
@@ -1331,7 +1342,8 @@ class RaftNode(SyncObj):
             return None
         return {**catch_up.member, "match_index": self._SyncObj__raftMatchIndex.get(catch_up.node, 0),
                 "connected": catch_up.node in self._SyncObj__connectedNodes,
-                "seconds_left": round(max(0.0, catch_up.deadline - monotonic_time()), 1)}
+                "snapshot_bytes_sent": catch_up.progress[1],
+                "idle_s": round(max(0.0, monotonic_time() - catch_up.progressed_at), 1)}
 
     def members(self) -> list[dict]:
         match = dict(self._SyncObj__raftMatchIndex) if self.is_leader else {}

@@ -53,6 +53,14 @@ class SnapshotTransfer:
             self.cancelTransmisstion(transmissionID)
         return data, is_first, is_last
 
+    def bytes_sent(self, transmissionID) -> int:
+        """How far the transfer to this node has read its snapshot file (0 when none runs)."""
+        f = self._outgoing.get(transmissionID)
+        try:
+            return f.tell() if f is not None else 0
+        except (OSError, ValueError):
+            return 0
+
     def cancelTransmisstion(self, transmissionID) -> None:  # noqa: N802,N803 (sic, the library's spelling)
         f = self._outgoing.pop(transmissionID, None)
         if f is not None:

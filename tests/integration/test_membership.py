@@ -213,6 +213,11 @@ async def test_a_node_to_add_gets_no_vote_until_it_has_caught_up(tmp_path):
             await asyncio.sleep(0.05)
         assert catching_up and catching_up["id"] == "n4" and catching_up["match_index"] == 0, status
         assert _ids(status) == ["n1", "n2", "n3"]
+        # the same add again, meanwhile: 202 and how far it is; writes through that follower are not held up
+        status, body, _ = await api.post(follower, "/cluster/members", cluster.peer_spec(3))
+        assert status == 202 and body["catching_up"]["id"] == "n4", body
+        assert [m["id"] for m in body["members"]] == ["n1", "n2", "n3"]
+        jobs += await _submit(api, follower, 5, "through-the-follower")
         cluster.nodes[other].pause()
         try:
             jobs += await _submit(api, leader, 5, "one-old-follower-stopped")  # two of the three old members

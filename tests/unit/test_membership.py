@@ -226,6 +226,8 @@ def test_a_node_to_add_catches_up_without_a_vote_before_it_is_added(tmp_path, cl
         raft.change_members(membership.ADD, _spec(a, 1), lambda index, error: outcome.append((index, error)))
         deadline = time.monotonic() + 10.0
         while not outcome and time.monotonic() < deadline:
+            # steady writes meanwhile: every round has more to send, and the node still catches up
+            raft.submit(Proposal([b'{"kind":"noop"}'], lambda index, results, error: done.append(error)))
             _tick(raft, n2)
             if raft._catch_up is not None:  # meanwhile the leader counts n2 nowhere
                 assert _peers(raft) == set() and raft.responsive_peers() == set()
@@ -241,19 +243,19 @@ def test_a_node_to_add_catches_up_without_a_vote_before_it_is_added(tmp_path, cl
         raft._doDestroy()
 
 
-def test_a_node_that_does_not_catch_up_in_time_is_not_added(tmp_path, cluster_addrs):
+def test_a_node_that_does_not_catch_up_is_given_up_on_only_once_it_stops_progressing(tmp_path, cluster_addrs):
     a = cluster_addrs
     raft = _lone_leader(tmp_path / "n1", a)  # a[1] is not running
     try:
         last = raft.last_log_index
         outcome: list = []
         raft.change_members(membership.ADD, _spec(a, 1), lambda index, error: outcome.append((index, error)),
-                            catch_up_s=0.3)
+                            catch_up_idle_s=0.3)
         deadline = time.monotonic() + 5.0
         while not outcome and time.monotonic() < deadline:
             _tick(raft)
         assert outcome and type(outcome[0][1]).__name__ == "ChangeRefused"
-        assert "has not caught up" in str(outcome[0][1])
+        assert "made no progress" in str(outcome[0][1])
         assert [m["id"] for m in raft.member_list] == ["n1"] and raft.last_log_index == last
         assert a[1] not in raft._SyncObj__transport._nodeAddrToNode  # its connection went with it
         assert not raft._SyncObj__readonlyNodes
@@ -313,5 +315,45 @@ def test_a_membership_entry_this_build_cannot_read_stops_the_node_when_applied(t
     try:
         with pytest.raises(CannotApply):
             raft._SyncObj__doApplyCommand(b'\x02{"op": "swap", "member": {}}')
+    finally:
+        raft._doDestroy()
+
+
+def test_a_catch_up_goes_on_while_it_progresses_and_ends_when_it_stops(tmp_path, cluster_addrs, monkeypatch):
+    a = cluster_addrs
+    raft = _lone_leader(tmp_path / "n1", a)  # a[1] is not running: only the snapshot bytes below move
+    try:
+        sent = [0]
+        monkeypatch.setattr(raft._transfer, "bytes_sent", lambda node: sent[0])
+        outcome: list = []
+        raft.change_members(membership.ADD, _spec(a, 1), lambda index, error: outcome.append((index, error)),
+                            catch_up_idle_s=0.3)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:  # three times the idle limit, progressing all along
+            sent[0] += 1
+            _tick(raft)
+        assert not outcome and raft.catching_up()["snapshot_bytes_sent"] == sent[0]
+        while not outcome and time.monotonic() - started < 5.0:  # no more progress
+            _tick(raft)
+        assert outcome and type(outcome[0][1]).__name__ == "ChangeRefused"
+        assert time.monotonic() - started >= 1.3
+    finally:
+        raft._doDestroy()
+
+
+def test_a_leader_that_steps_down_ends_its_catch_up_and_leaves_nothing_behind(tmp_path, cluster_addrs):
+    a = cluster_addrs
+    raft = _lone_leader(tmp_path / "n1", a)
+    try:
+        outcome: list = []
+        raft.change_members(membership.ADD, _spec(a, 1), lambda index, error: outcome.append((index, error)))
+        raft._run_membership_ops()
+        node = raft._catch_up.node
+        assert node in raft._SyncObj__readonlyNodes and a[1] in raft._SyncObj__transport._nodeAddrToNode
+        raft._SyncObj__setState(0)  # FOLLOWER: a newer term, say
+        assert outcome and type(outcome[0][1]).__name__ == "NotLeader"
+        assert raft._catch_up is None and not raft._SyncObj__readonlyNodes and not raft._change_queued
+        assert node not in raft._SyncObj__raftNextIndex and node not in raft._SyncObj__raftMatchIndex
+        assert a[1] not in raft._SyncObj__transport._nodeAddrToNode
     finally:
         raft._doDestroy()

@@ -306,7 +306,11 @@ def test_a_snapshot_whose_last_entry_the_log_holds_is_dropped_without_loading_it
         incoming = tmp_path / "snapshot.incoming"
         write_snapshot(incoming, header, b"not a store snapshot: it must never be read", fsync=False)
         caplog.set_level(logging.INFO, logger="raftqueue.raft")
+        acks: list = []
+        node._SyncObj__sendNextNodeIdx = lambda peer, **kw: acks.append(kw)
         node._install_incoming_snapshot(node._SyncObj__otherNodes.copy().pop(), leader_commit=6)
+        # only the snapshot's entries are known to match: entries 7-10 may be another term's (Raft §5.3)
+        assert acks == [{"nextNodeIdx": 7, "success": True}]
         assert [entry[1] for entry in journal][-1] == 10 and journal[5][1] == 6  # the whole log is kept
         assert not incoming.exists() and state.state_index == 0
         assert node.commit_index == 6
