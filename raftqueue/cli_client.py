@@ -384,7 +384,8 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
             if learner:  # a node being added: it receives the log before it gets a vote
                 print(f"{learner['id']} ({learner['http_addr']}) is catching up before it is added: it holds up to "
                       f"index {learner['match_index']} of {node.get('last_log_index')}, "
-                      f"{learner['snapshot_bytes_sent']:,} snapshot bytes sent, last progress {learner['idle_s']} s ago")
+                      f"{learner['snapshot_bytes_sent']:,} snapshot bytes sent, "
+                      f"last progress {learner['idle_s']} s ago")
     return run(args, body)
 
 
