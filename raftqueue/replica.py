@@ -281,6 +281,11 @@ class Replica:
         return await self._on_tick(lambda done: node.change_members(op, spec, done, catch_up_s),
                                    timeout + (catch_up_s if op == "add" else 0.0))
 
+    async def cancel_catch_up(self, member_id: str, timeout: float = 5.0) -> None:
+        """Stop catching up a node to add (this node as leader); ChangeRefused if it is not being caught up."""
+        node = self._require_node()
+        await self._on_tick(lambda done: node.cancel_catch_up(member_id, done), timeout)
+
     async def transfer_leadership(self, timeout: float = 5.0) -> None:
         """Ask the most caught-up follower to take over; returns once the request went out."""
         await self._on_tick(self._require_node().transfer_leadership, timeout)

@@ -26,8 +26,8 @@ from raftqueue.api.errors import ApiError, invalid
 from raftqueue.api.forward import ForwardBroken, ForwardNotSent
 from raftqueue.api.validation import obj, parse_json, reject_unknown
 from raftqueue.config import ConfigError, split_hostport
-from raftqueue.raft.errors import (ChangeRefused, CommitUnknown, NoLeader, NotCommitted, NotLeader, ProposalError,
-                                   ReplicaClosed)
+from raftqueue.raft.errors import (CatchUpEnded, ChangeRefused, CommitUnknown, NoLeader, NotCommitted, NotLeader,
+                                   ProposalError, ReplicaClosed)
 from raftqueue.replica import Member, is_loopback
 
 routes = web.RouteTableDef()
@@ -109,6 +109,8 @@ async def _change(request: web.Request, op: str, member: Member) -> int | None:
                                                     catch_up_s=CATCH_UP_S)
         except (NotLeader, NoLeader, NotCommitted):
             return None
+        except CatchUpEnded as exc:  # cancelled, or no progress for CATCH_UP_S: asking again would start over
+            raise ApiError(409, "conflict", str(exc)) from None
         except ChangeRefused as exc:
             # Another change is being applied, or this leader is new (after a hand-over, the forwarded request
             # arrives first): both pass in moments.
@@ -179,6 +181,24 @@ async def remove_member(request: web.Request) -> web.Response:
     async def here() -> web.Response | None:
         members = ctx.replica.members
         member = next((m for m in members if m.id == member_id), None)
+        learner = ctx.replica.catching_up()
+        if member is None and learner is not None and learner["id"] == member_id:
+            # an add still catching up: give it up (it may never catch up, and it holds the one change)
+            try:
+                await ctx.replica.cancel_catch_up(member_id, timeout=ctx.settings.propose_timeout_s)
+            except (NotLeader, NoLeader):
+                return None
+            except ChangeRefused:
+                pass  # it was added or given up on meanwhile: answer from the list as it is now (below)
+            except CommitUnknown as exc:
+                raise ApiError(504, "commit_timeout",
+                               f"{exc}; GET /cluster shows whether it is still catching up") from None
+            else:
+                return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
+                               {"removed": member_id, "members": _members_body(ctx.replica.members),
+                                "was_catching_up": True})
+            members = ctx.replica.members
+            member = next((m for m in members if m.id == member_id), None)
         if member is None:
             if any(m.id == member_id for m in ctx.replica.applied_members()):  # its removal is not committed yet
                 if not await _settles(ctx, gone):

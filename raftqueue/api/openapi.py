@@ -206,7 +206,8 @@ def document() -> dict:
                                "catching_up": {"type": "object"}}, ["member", "members", "catching_up"]),
                          "still catching up after 20 s: the leader adds it once it has"),
             "201": _json(MEMBERS_ANSWER, "added")}, MEMBER)},
-        "/cluster/members/{member_id}": {"delete": op("Remove a node (admin; the leader hands over first)", {
+        "/cluster/members/{member_id}": {"delete": op("Remove a node (admin; the leader hands over first), or cancel "
+                                                      "the add of one still catching up", {
             "200": _json(_obj({"removed": {"type": "string"}, "members": {"type": "array", "items": MEMBER}},
                               ["removed", "members"]))},
             params=[{"name": "member_id", "in": "path", "required": True, "schema": ID}])},

@@ -38,6 +38,13 @@ class ChangeRefused(ProposalError):
     code = "change_refused"
 
 
+class CatchUpEnded(ChangeRefused):
+    """A node to add was not added: its catch-up was cancelled, or made no progress for too long. Not applied;
+    asking again at once would only start the same catch-up over."""
+
+    code = "catch_up_ended"
+
+
 class Overloaded(ProposalError):
     """Too many proposals are waiting. Safe to retry later."""
 

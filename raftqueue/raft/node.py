@@ -45,8 +45,8 @@ from pysyncobj.monotonic import monotonic as monotonic_time
 
 from raftqueue import gctune
 from raftqueue.raft import membership
-from raftqueue.raft.errors import (EXIT_CANNOT_APPLY, CannotApply, ChangeRefused, CommitUnknown, NoLeader,
-                                   NotCommitted, NotLeader, Overloaded, ProposalError, ReplicaClosed)
+from raftqueue.raft.errors import (EXIT_CANNOT_APPLY, CannotApply, CatchUpEnded, ChangeRefused, CommitUnknown,
+                                   NoLeader, NotCommitted, NotLeader, Overloaded, ProposalError, ReplicaClosed)
 from raftqueue.raft.files import fsync_dir
 from raftqueue.raft.journal import DurableJournal
 from raftqueue.raft.snapshot_file import (CorruptSnapshot, SnapshotHeader, read_snapshot, read_snapshot_header,
@@ -1095,6 +1095,13 @@ class RaftNode(SyncObj):
         self._membership_ops.append(("change", (op, member, catch_up_idle_s), on_done))
         self._wake()
 
+    def cancel_catch_up(self, member_id: str, on_done: Callable[[int | None, Exception | None], None]) -> None:
+        """Give up catching up `member_id` before its add (any thread): a node that keeps progressing but never
+        catches up (slower than the writes) would otherwise hold the one membership change for ever. `on_done`
+        gets `ChangeRefused` when no such catch-up runs here."""
+        self._membership_ops.append(("cancel", member_id, on_done))
+        self._wake()
+
     def transfer_leadership(self, on_done: Callable[[int | None, Exception | None], None]) -> None:
         """Hand leadership to the most caught-up connected follower (any thread). New writes wait meanwhile
         (Raft thesis §3.10: under steady writes no follower is ever exactly caught up otherwise), for at most
@@ -1132,6 +1139,16 @@ class RaftNode(SyncObj):
             kind, argument, on_done = self._membership_ops.popleft()
             if self._SyncObj__raftState != LEADER:
                 on_done(None, NotLeader(self.leader_addr, "this node is not the leader"))
+            elif kind == "cancel":
+                catch_up = self._catch_up
+                if catch_up is None or catch_up.member["id"] != argument:
+                    on_done(None, ChangeRefused(f"{argument} is not catching up here"))
+                else:
+                    self._end_catch_up()
+                    self._change_queued = False
+                    log.info("raft: catching up %s cancelled; it was not added", argument)
+                    catch_up.on_done(None, CatchUpEnded(f"adding {argument} was cancelled before it caught up"))
+                    on_done(None, None)
             elif kind == "transfer":
                 if self._handover is not None:
                     on_done(None, ChangeRefused("a hand-over is already running"))
@@ -1197,7 +1214,7 @@ class RaftNode(SyncObj):
                        f"(it holds up to index {match} of {self._journal[-1][1]}): is it running, and does it reach "
                        f"this node at {self._SyncObj__selfNode.address}? It was not added")
             log.warning("raft: %s", message)
-            catch_up.on_done(None, ChangeRefused(message))
+            catch_up.on_done(None, CatchUpEnded(message))
 
     def _end_catch_up(self) -> None:
         """Stop treating the node as a learner, and close its connection: once its add entry is appended (at once,

@@ -218,6 +218,17 @@ async def test_a_node_to_add_gets_no_vote_until_it_has_caught_up(tmp_path):
         assert status == 202 and body["catching_up"]["id"] == "n4", body
         assert [m["id"] for m in body["members"]] == ["n1", "n2", "n3"]
         jobs += await _submit(api, follower, 5, "through-the-follower")
+        # an add that may never catch up can be cancelled: DELETE gives it up, and the waiting add is refused
+        status, body, _ = await api.request(follower, "DELETE", "/cluster/members/n4")
+        assert status == 200 and body.get("was_catching_up") and _ids(body) == ["n1", "n2", "n3"], body
+        status, body, _ = await adding
+        assert status == 409 and "cancelled" in body["error"]["message"], body
+        assert "catching_up" not in await api.cluster_status(leader, digest=False)
+        adding = asyncio.ensure_future(api.post(follower, "/cluster/members", cluster.peer_spec(3)))
+        for _ in range(100):
+            if (await api.cluster_status(leader, digest=False)).get("catching_up"):
+                break
+            await asyncio.sleep(0.05)
         cluster.nodes[other].pause()
         try:
             jobs += await _submit(api, leader, 5, "one-old-follower-stopped")  # two of the three old members

@@ -254,7 +254,7 @@ def test_a_node_that_does_not_catch_up_is_given_up_on_only_once_it_stops_progres
         deadline = time.monotonic() + 5.0
         while not outcome and time.monotonic() < deadline:
             _tick(raft)
-        assert outcome and type(outcome[0][1]).__name__ == "ChangeRefused"
+        assert outcome and type(outcome[0][1]).__name__ == "CatchUpEnded"
         assert "made no progress" in str(outcome[0][1])
         assert [m["id"] for m in raft.member_list] == ["n1"] and raft.last_log_index == last
         assert a[1] not in raft._SyncObj__transport._nodeAddrToNode  # its connection went with it
@@ -335,7 +335,7 @@ def test_a_catch_up_goes_on_while_it_progresses_and_ends_when_it_stops(tmp_path,
         assert not outcome and raft.catching_up()["snapshot_bytes_sent"] == sent[0]
         while not outcome and time.monotonic() - started < 5.0:  # no more progress
             _tick(raft)
-        assert outcome and type(outcome[0][1]).__name__ == "ChangeRefused"
+        assert outcome and type(outcome[0][1]).__name__ == "CatchUpEnded"
         assert time.monotonic() - started >= 1.3
     finally:
         raft._doDestroy()
@@ -355,5 +355,26 @@ def test_a_leader_that_steps_down_ends_its_catch_up_and_leaves_nothing_behind(tm
         assert raft._catch_up is None and not raft._SyncObj__readonlyNodes and not raft._change_queued
         assert node not in raft._SyncObj__raftNextIndex and node not in raft._SyncObj__raftMatchIndex
         assert a[1] not in raft._SyncObj__transport._nodeAddrToNode
+    finally:
+        raft._doDestroy()
+
+
+def test_a_catch_up_can_be_cancelled_and_leaves_nothing_behind(tmp_path, cluster_addrs):
+    a = cluster_addrs
+    raft = _lone_leader(tmp_path / "n1", a)  # a[1] is not running
+    try:
+        added: list = []
+        cancelled: list = []
+        raft.change_members(membership.ADD, _spec(a, 1), lambda index, error: added.append((index, error)))
+        raft._run_membership_ops()
+        raft.cancel_catch_up("n9", lambda index, error: cancelled.append(error))  # not the one catching up
+        raft._run_membership_ops()
+        assert type(cancelled[0]).__name__ == "ChangeRefused" and raft._catch_up is not None and not added
+        raft.cancel_catch_up("n2", lambda index, error: cancelled.append(error))
+        raft._run_membership_ops()
+        assert cancelled[1] is None and type(added[0][1]).__name__ == "CatchUpEnded"
+        assert raft._catch_up is None and not raft._SyncObj__readonlyNodes and not raft._change_queued
+        assert a[1] not in raft._SyncObj__transport._nodeAddrToNode
+        assert [m["id"] for m in raft.member_list] == ["n1"]
     finally:
         raft._doDestroy()
