@@ -404,7 +404,10 @@ def cmd_cluster_members(args: argparse.Namespace) -> int:
                   f"{learner['snapshot_bytes_sent']} snapshot bytes sent); the leader adds it once it has caught up. "
                   "`raftqueue cluster status` shows how far it is")
             return
-        print(("added " + args.id) if args.members_command == "add" else f"removed {args.id}")
+        if answer.get("was_catching_up"):
+            print(f"cancelled adding {args.id}: it was still catching up with the log, and is not a member")
+        else:
+            print(("added " + args.id) if args.members_command == "add" else f"removed {args.id}")
         emit_table("members", ["id", "raft", "url"],
                    [[m["id"], m["raft_addr"], m["http_addr"]] for m in answer["members"]])
     return run(args, body)
