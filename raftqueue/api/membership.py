@@ -39,7 +39,6 @@ HANDOVER_WAIT_S = 5.0
 # the catch-up goes on (under the clients' usual 30 s timeout); also how long the catch-up may go without any
 # progress before the leader gives up on it.
 CATCH_UP_S = 20.0
-_STILL_CATCHING_UP = -1
 
 
 def parse_member(body: bytes, secret: bool) -> Member:
@@ -79,9 +78,9 @@ def _members_body(members: list[Member]) -> list[dict]:
     return [{"id": m.id, "raft_addr": m.raft_addr, "http_addr": m.http_addr} for m in members]
 
 
-def _added(ctx, member: Member, status: int = 200, index: int | None = None) -> web.Response:
+def _added(ctx, member: Member, status: int = 200, index: int | None = None, **extra) -> web.Response:
     return _answer(status, ctx.replica.applied_index if index is None else index, ctx.settings.node_id,
-                   {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members)})
+                   {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members), **extra})
 
 
 def _catching_up(ctx, member: Member) -> web.Response | None:
@@ -89,14 +88,12 @@ def _catching_up(ctx, member: Member) -> web.Response | None:
     learner = ctx.replica.catching_up()
     if learner is None or learner["id"] != member.id or learner["raft_addr"] != member.raft_addr:
         return None
-    return _answer(202, ctx.replica.applied_index, ctx.settings.node_id,
-                   {"member": _members_body([member])[0], "members": _members_body(ctx.replica.members),
-                    "catching_up": learner})
+    return _added(ctx, member, 202, catching_up=learner)
 
 
-def _removed(ctx, member_id: str, index: int | None = None) -> web.Response:
+def _removed(ctx, member_id: str, index: int | None = None, **extra) -> web.Response:
     return _answer(200, ctx.replica.applied_index if index is None else index, ctx.settings.node_id,
-                   {"removed": member_id, "members": _members_body(ctx.replica.members)})
+                   {"removed": member_id, "members": _members_body(ctx.replica.members), **extra})
 
 
 async def _change(request: web.Request, op: str, member: Member) -> int | None:
@@ -117,8 +114,6 @@ async def _change(request: web.Request, op: str, member: Member) -> int | None:
             if time.monotonic() >= deadline:
                 raise ApiError(409, "conflict", str(exc), {"Retry-After": "1"}) from None
         except CommitUnknown as exc:
-            if op == "add" and _catching_up(ctx, member) is not None:
-                return _STILL_CATCHING_UP  # it goes on as long as it makes progress
             raise ApiError(504, "commit_timeout", f"{exc}; GET /cluster shows whether it was") from None
         except ReplicaClosed:
             raise ApiError(503, "no_leader", "this node is shutting down", {"Retry-After": "1"}) from None
@@ -153,17 +148,14 @@ async def add_member(request: web.Request) -> web.Response:
         index = await _change(request, "add", member)
         if index is None:
             return None
-        if index == _STILL_CATCHING_UP:
-            still = _catching_up(ctx, member)
-            if still is None:  # it caught up just now: the add entry's outcome is what counts (add_member)
-                raise ApiError(504, "commit_timeout", f"{member.id} caught up just now; GET /cluster shows whether "
-                                                      "it was added")
-            return still
         return _added(ctx, member, 201, index)
 
     try:
         return await ctx.on_leader(request, body, here, _alone(request, body, CATCH_UP_S))
     except ApiError as exc:
+        still = _catching_up(ctx, member) if exc.status == 504 else None
+        if still is not None:  # CATCH_UP_S passed and it still makes progress: the leader adds it later
+            return still
         if exc.status != 504 or not await _settles(ctx, lambda: member in ctx.replica.applied_members()):
             raise
         return _added(ctx, member)
@@ -179,26 +171,16 @@ async def remove_member(request: web.Request) -> web.Response:
         return all(m.id != member_id for m in ctx.replica.applied_members())
 
     async def here() -> web.Response | None:
+        learner = ctx.replica.catching_up()
+        if learner is not None and learner["id"] == member_id:
+            # an add still catching up: give it up (it may never catch up, and it holds the one change)
+            cancelled = await _cancel_catch_up(ctx, member_id)
+            if cancelled is None:
+                return None
+            if cancelled:
+                return _removed(ctx, member_id, was_catching_up=True)
         members = ctx.replica.members
         member = next((m for m in members if m.id == member_id), None)
-        learner = ctx.replica.catching_up()
-        if member is None and learner is not None and learner["id"] == member_id:
-            # an add still catching up: give it up (it may never catch up, and it holds the one change)
-            try:
-                await ctx.replica.cancel_catch_up(member_id, timeout=ctx.settings.propose_timeout_s)
-            except (NotLeader, NoLeader):
-                return None
-            except ChangeRefused:
-                pass  # it was added or given up on meanwhile: answer from the list as it is now (below)
-            except CommitUnknown as exc:
-                raise ApiError(504, "commit_timeout",
-                               f"{exc}; GET /cluster shows whether it is still catching up") from None
-            else:
-                return _answer(200, ctx.replica.applied_index, ctx.settings.node_id,
-                               {"removed": member_id, "members": _members_body(ctx.replica.members),
-                                "was_catching_up": True})
-            members = ctx.replica.members
-            member = next((m for m in members if m.id == member_id), None)
         if member is None:
             if any(m.id == member_id for m in ctx.replica.applied_members()):  # its removal is not committed yet
                 if not await _settles(ctx, gone):
@@ -223,6 +205,19 @@ async def remove_member(request: web.Request) -> web.Response:
         if exc.status != 504 or not await _settles(ctx, gone):
             raise
         return _removed(ctx, member_id)
+
+
+async def _cancel_catch_up(ctx, member_id: str) -> bool | None:
+    """True once cancelled; False if it was added or given up on meanwhile; None if this node lost leadership."""
+    try:
+        await ctx.replica.cancel_catch_up(member_id, timeout=ctx.settings.propose_timeout_s)
+    except (NotLeader, NoLeader):
+        return None
+    except ChangeRefused:
+        return False
+    except CommitUnknown as exc:
+        raise ApiError(504, "commit_timeout", f"{exc}; GET /cluster shows whether it is still catching up") from None
+    return True
 
 
 def _alone(request: web.Request, body: bytes, may_take_s: float):

@@ -304,9 +304,7 @@ class RaftNode(SyncObj):
         self._fail_pending(ReplicaClosed("the node is shutting down"))
         while self._membership_ops:
             self._membership_ops.popleft()[2](None, ReplicaClosed("the node is shutting down"))
-        if self._catch_up is not None:
-            self._catch_up.on_done(None, ReplicaClosed("the node is shutting down"))
-            self._catch_up = None
+        self._abandon_catch_up(ReplicaClosed("the node is shutting down"))
         if self._compaction_pid:
             try:
                 os.kill(self._compaction_pid, signal.SIGKILL)
@@ -498,10 +496,7 @@ class RaftNode(SyncObj):
         if new != LEADER:
             self._change_queued = False  # a new leader decides on changes; it refuses ours (below)
             self._drop_queued_changes()
-            catch_up = self._catch_up
-            if catch_up is not None:
-                self._end_catch_up()
-                catch_up.on_done(None, NotLeader(None, "this node lost leadership"))
+            self._abandon_catch_up(NotLeader(None, "this node lost leadership"))
         if new == LEADER:
             self._housekeeping_in_flight = False
         elif self._handover is not None:  # it went: the held writes were failed above and go to the new leader
@@ -1091,7 +1086,7 @@ class RaftNode(SyncObj):
         once the change is applied here; a change the leader refuses (another one in flight, or no entry of
         its term committed yet) fails with `ChangeRefused`. A node to add first catches up with the log
         without a vote (`CatchUp`, `catching_up`) for as long as it makes progress: `on_done` runs once it was
-        added, or with `ChangeRefused` after `catch_up_idle_s` without progress."""
+        added, or with `CatchUpEnded` after `catch_up_idle_s` without progress."""
         self._membership_ops.append(("change", (op, member, catch_up_idle_s), on_done))
         self._wake()
 
@@ -1144,10 +1139,8 @@ class RaftNode(SyncObj):
                 if catch_up is None or catch_up.member["id"] != argument:
                     on_done(None, ChangeRefused(f"{argument} is not catching up here"))
                 else:
-                    self._end_catch_up()
-                    self._change_queued = False
                     log.info("raft: catching up %s cancelled; it was not added", argument)
-                    catch_up.on_done(None, CatchUpEnded(f"adding {argument} was cancelled before it caught up"))
+                    self._abandon_catch_up(CatchUpEnded(f"adding {argument} was cancelled before it caught up"))
                     on_done(None, None)
             elif kind == "transfer":
                 if self._handover is not None:
@@ -1208,13 +1201,20 @@ class RaftNode(SyncObj):
                 return
             catch_up.round_target, catch_up.round_started = self._journal[-1][1], now
         if now - catch_up.progressed_at > catch_up.idle_s:
-            self._end_catch_up()
-            self._change_queued = False
             message = (f"{catch_up.member['id']} made no progress catching up with the log for {catch_up.idle_s:.0f} s "
                        f"(it holds up to index {match} of {self._journal[-1][1]}): is it running, and does it reach "
                        f"this node at {self._SyncObj__selfNode.address}? It was not added")
             log.warning("raft: %s", message)
-            catch_up.on_done(None, CatchUpEnded(message))
+            self._abandon_catch_up(CatchUpEnded(message))
+
+    def _abandon_catch_up(self, error: Exception) -> None:
+        """End a catch-up without adding the node: the change it held is over, its caller gets `error`."""
+        catch_up = self._catch_up
+        if catch_up is None:
+            return
+        self._end_catch_up()
+        self._change_queued = False
+        catch_up.on_done(None, error)
 
     def _end_catch_up(self) -> None:
         """Stop treating the node as a learner, and close its connection: once its add entry is appended (at once,
