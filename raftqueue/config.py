@@ -88,6 +88,7 @@ class NodeConfig:
     key_touch_interval_ms: int = 60_000
     snapshot_every: int = 20_000
     stall_grace_ms: int = 1_000
+    catch_up_wait_ms: int = 20_000
     members_from_flags: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -145,6 +146,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                             "that crashed closes its connections and is replaced in about 0.4s whatever this is; "
                             "a hung or cut-off one after about this long plus 0.4s. 0 suits machines that are never "
                             "starved of CPU; the default rides out a collector or a busy machine")
+    a("--catch-up-wait", help="how long POST /cluster/members waits for the new node to catch up with the log "
+                              "before it answers 202 while the catch-up goes on (plus up to 5s for the commit); "
+                              "1s to 10m, default 20s (env RAFTQUEUE_CATCH_UP_WAIT). With the 5s, keep it under "
+                              "your HTTP clients' timeout (the CLI's is 30s)")
     a("--members-from-flags", action="store_true", default=None,
       help="take the members from --peer even though this node's data directory records others (they were changed "
            "with POST/DELETE /cluster/members). For restoring a backup onto other addresses: start every node with "
@@ -235,5 +240,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
                                                 "--key-touch-interval"),
         snapshot_every=int(_pick(args.snapshot_every, "RAFTQUEUE_SNAPSHOT_EVERY") or 20_000),
         stall_grace_ms=parse_duration_ms(_pick(args.stall_grace, "RAFTQUEUE_STALL_GRACE") or "1s", "--stall-grace"),
+        catch_up_wait_ms=parse_duration_ms(_pick(args.catch_up_wait, "RAFTQUEUE_CATCH_UP_WAIT") or "20s",
+                                           "--catch-up-wait"),
         members_from_flags=bool(args.members_from_flags or _env("RAFTQUEUE_MEMBERS_FROM_FLAGS") == "1"),
     )

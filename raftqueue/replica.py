@@ -272,14 +272,16 @@ class Replica:
         answered = node.responsive_peers() | {self.config.self_member.raft_addr}
         return {m.id for m in self._members if m.raft_addr in answered}
 
-    async def change_members(self, op: str, member: Member, timeout: float = 5.0, catch_up_s: float = 20.0) -> int:
+    async def change_members(self, op: str, member: Member, timeout: float = 5.0, catch_up_wait_s: float = 20.0,
+                             catch_up_idle_s: float = 20.0) -> int:
         """Add ("add") or remove ("rem") one member through this node as leader; the index it applied at. A node
-        to add first catches up with the log, for as long as it makes progress (RaftNode.change_members); this
-        waits for `catch_up_s` of that, then raises CommitUnknown while it goes on (see `catching_up`)."""
+        to add first catches up with the log, until `catch_up_idle_s` pass without progress
+        (RaftNode.change_members); this waits for `catch_up_wait_s` of that, then raises CommitUnknown while it
+        goes on (see `catching_up`)."""
         spec = {"id": member.id, "raft_addr": member.raft_addr, "http_addr": member.http_addr}
         node = self._require_node()
-        return await self._on_tick(lambda done: node.change_members(op, spec, done, catch_up_s),
-                                   timeout + (catch_up_s if op == "add" else 0.0))
+        return await self._on_tick(lambda done: node.change_members(op, spec, done, catch_up_idle_s),
+                                   timeout + (catch_up_wait_s if op == "add" else 0.0))
 
     async def cancel_catch_up(self, member_id: str, timeout: float = 5.0) -> None:
         """Stop catching up a node to add (this node as leader); ChangeRefused if it is not being caught up."""

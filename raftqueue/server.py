@@ -44,7 +44,8 @@ def api_settings(config: NodeConfig) -> Settings:
                     max_body_bytes=config.max_body_bytes, propose_timeout_s=config.propose_timeout_ms / 1000,
                     tls_ca=config.tls_ca, metrics_open=config.metrics_open,
                     body_timeout_s=config.http_timeout_ms / 1000,
-                    key_touch_interval_s=max(config.key_touch_interval_ms, 100) / 1000)
+                    key_touch_interval_s=max(config.key_touch_interval_ms, 100) / 1000,
+                    catch_up_wait_s=config.catch_up_wait_ms / 1000)
 
 
 def validate(config: NodeConfig) -> None:
@@ -56,6 +57,8 @@ def validate(config: NodeConfig) -> None:
         raise ConfigError("--max-payload cannot exceed --max-body")
     if config.http_timeout_ms < 100:
         raise ConfigError("--http-timeout must be at least 100ms")
+    if not 1_000 <= config.catch_up_wait_ms <= 600_000:
+        raise ConfigError("--catch-up-wait must be between 1s and 10m")
     if config.snapshot_every < 100:
         raise ConfigError("--snapshot-every must be at least 100")
     if not 0 <= config.stall_grace_ms <= 1_000:  # must stay below the leader's own step-down (leader_fallback_s)

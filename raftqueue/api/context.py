@@ -44,6 +44,7 @@ class Settings:
     tls_ca: str | None = None        # verify other nodes' HTTPS certificates with this CA bundle
     metrics_open: bool = False
     key_touch_interval_s: float = 60.0  # how often key uses are written to the log (last_used_at)
+    catch_up_wait_s: float = 20.0  # how long an add waits for the new node to catch up before answering 202
 
 
 class Context:

@@ -35,10 +35,9 @@ routes = web.RouteTableDef()
 MEMBER_FIELDS = {"id", "raft_addr", "http_addr"}
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HANDOVER_WAIT_S = 5.0
-# How long an add waits for the new node to catch up with the log (without a vote) before it answers 202 while
-# the catch-up goes on (under the clients' usual 30 s timeout); also how long the catch-up may go without any
-# progress before the leader gives up on it.
-CATCH_UP_S = 20.0
+# How long a catch-up (the new node receiving the log without a vote) may go without any progress before the
+# leader gives up on it. How long the add's request waits for it is --catch-up-wait (Settings.catch_up_wait_s).
+CATCH_UP_IDLE_S = 20.0
 
 
 def parse_member(body: bytes, secret: bool) -> Member:
@@ -103,10 +102,11 @@ async def _change(request: web.Request, op: str, member: Member) -> int | None:
     while True:
         try:
             return await ctx.replica.change_members(op, member, timeout=ctx.settings.propose_timeout_s,
-                                                    catch_up_s=CATCH_UP_S)
+                                                    catch_up_wait_s=ctx.settings.catch_up_wait_s,
+                                                    catch_up_idle_s=CATCH_UP_IDLE_S)
         except (NotLeader, NoLeader, NotCommitted):
             return None
-        except CatchUpEnded as exc:  # cancelled, or no progress for CATCH_UP_S: asking again would start over
+        except CatchUpEnded as exc:  # cancelled, or no progress for CATCH_UP_IDLE_S: asking again would start over
             raise ApiError(409, "conflict", str(exc)) from None
         except ChangeRefused as exc:
             # Another change is being applied, or this leader is new (after a hand-over, the forwarded request
@@ -151,10 +151,10 @@ async def add_member(request: web.Request) -> web.Response:
         return _added(ctx, member, 201, index)
 
     try:
-        return await ctx.on_leader(request, body, here, _alone(request, body, CATCH_UP_S))
+        return await ctx.on_leader(request, body, here, _alone(request, body, ctx.settings.catch_up_wait_s))
     except ApiError as exc:
         still = _catching_up(ctx, member) if exc.status == 504 else None
-        if still is not None:  # CATCH_UP_S passed and it still makes progress: the leader adds it later
+        if still is not None:  # --catch-up-wait passed and it still makes progress: the leader adds it later
             return still
         if exc.status != 504 or not await _settles(ctx, lambda: member in ctx.replica.applied_members()):
             raise

@@ -204,7 +204,7 @@ def document() -> dict:
             "200": _json(MEMBERS_ANSWER, "already a member with these addresses: nothing changed"),
             "202": _json(_obj({"member": MEMBER, "members": {"type": "array", "items": MEMBER},
                                "catching_up": {"type": "object"}}, ["member", "members", "catching_up"]),
-                         "still catching up after 20 s: the leader adds it once it has"),
+                         "still catching up after --catch-up-wait (20 s): the leader adds it once it has"),
             "201": _json(MEMBERS_ANSWER, "added")}, MEMBER)},
         "/cluster/members/{member_id}": {"delete": op("Remove a node (admin; the leader hands over first), or cancel "
                                                       "the add of one still catching up", {

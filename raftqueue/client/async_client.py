@@ -226,8 +226,8 @@ class AsyncClient:
 
     async def add_member(self, member_id: str, raft_addr: str, http_addr: str) -> dict:
         """`POST /cluster/members` (admin): add a started node; `{member, members}` once the node has caught up with
-        the log and was added, or after 20 s `{member, members, catching_up}` while it goes on catching up (the
-        leader adds it once it has). Repeating it is harmless."""
+        the log and was added, or after the node's `--catch-up-wait` (20 s) `{member, members, catching_up}` while
+        it goes on catching up (the leader adds it once it has). Repeating it is harmless."""
         return (await self.request("POST", "/cluster/members",
                                    {"id": member_id, "raft_addr": raft_addr, "http_addr": http_addr}))[1]
 

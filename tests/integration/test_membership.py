@@ -243,3 +243,35 @@ async def test_a_node_to_add_gets_no_vote_until_it_has_caught_up(tmp_path):
         assert all(_ids(s) == ["n1", "n2", "n3", "n4"] for s in statuses)
         for job_id in jobs:
             assert (await api.get(3, f"/jobs/{job_id}"))[0] == 200
+
+
+async def test_an_add_that_outlasts_catch_up_wait_answers_202_and_the_leader_adds_the_node_later(tmp_path):
+    """`--catch-up-wait 1s`: a node that is still being caught up when the wait ends is answered 202 with its
+    progress, not refused; the catch-up goes on, and once the node can catch up the leader adds it by itself
+    (no second request)."""
+    async with _first_three_running(tmp_path, 4, ["--debug-routes", "--catch-up-wait", "1s"]) as (cluster, api):
+        jobs = await _submit(api, 0, 10, "before")
+        cluster.nodes[3].start()
+        await _wait_live(api, 3)
+        status, body, _ = await api.post(3, "/debug/partition", {"drop": ["n1", "n2", "n3"]})
+        assert status == 200, body
+        leader = await api.leader()
+        follower = next(i for i in range(3) if i != leader)
+        status, body, _ = await api.post(follower, "/cluster/members", cluster.peer_spec(3), timeout=30)
+        assert status == 202, body
+        assert body["catching_up"]["id"] == "n4" and body["catching_up"]["match_index"] == 0, body
+        assert [m["id"] for m in body["members"]] == ["n1", "n2", "n3"], body
+        status = await api.cluster_status(leader, digest=False)
+        assert status["catching_up"]["id"] == "n4" and _ids(status) == ["n1", "n2", "n3"], status
+        status, body, _ = await api.post(3, "/debug/partition", {"drop": []})
+        assert status == 200, body
+        for _ in range(300):
+            status = await api.cluster_status(leader, digest=False)
+            if _ids(status) == ["n1", "n2", "n3", "n4"]:
+                break
+            await asyncio.sleep(0.1)
+        assert _ids(status) == ["n1", "n2", "n3", "n4"] and "catching_up" not in status, status
+        statuses = await api.wait_converged(nodes=[0, 1, 2, 3])
+        assert all(_ids(s) == ["n1", "n2", "n3", "n4"] for s in statuses), statuses
+        for job_id in jobs:
+            assert (await api.get(3, f"/jobs/{job_id}"))[0] == 200

@@ -151,6 +151,25 @@ def test_stall_grace_reaches_the_raft_settings_and_is_bounded(tmp_path, monkeypa
     assert "--stall-grace" in str(err.value)
 
 
+def test_catch_up_wait_reaches_the_api_settings_and_is_bounded(tmp_path, monkeypatch):
+    from raftqueue.server import api_settings, validate
+    monkeypatch.setenv("RAFTQUEUE_ADMIN_KEY", "k" * 32)
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    base = ["--node-id", "n1", "--raft-addr", "127.0.0.1:9081", "--http-addr", "127.0.0.1:8081",
+            "--data-dir", str(tmp_path), "--insecure-raft"]
+    assert api_settings(config_from_args(parser.parse_args(base))).catch_up_wait_s == 20.0
+    longer = config_from_args(parser.parse_args([*base, "--catch-up-wait", "2m"]))
+    validate(longer)
+    assert api_settings(longer).catch_up_wait_s == 120.0
+    monkeypatch.setenv("RAFTQUEUE_CATCH_UP_WAIT", "1500ms")
+    assert api_settings(config_from_args(parser.parse_args(base))).catch_up_wait_s == 1.5
+    for bad in ("0", "11m"):
+        with pytest.raises(ConfigError) as err:
+            validate(config_from_args(parser.parse_args([*base, "--catch-up-wait", bad])))
+        assert "--catch-up-wait" in str(err.value)
+
+
 def test_durations_and_peers():
     assert parse_duration_ms("250ms", "x") == 250 and parse_duration_ms("7d", "x") == 7 * 86_400_000
     assert parse_duration_ms("1500", "x") == 1500
