@@ -191,16 +191,21 @@ async def test_a_leader_added_after_its_newest_snapshot_can_add_another_node(tmp
         await _submit(api, 4, 5, "via-n5")
 
 
+async def _start_n4_cut_off(cluster, api: Api) -> None:
+    """Start n4 (needs --debug-routes) and make it drop all Raft traffic: it answers /live, but cannot catch up
+    until `/debug/partition {"drop": []}`."""
+    cluster.nodes[3].start()
+    await _wait_live(api, 3)
+    status, body, _ = await api.post(3, "/debug/partition", {"drop": ["n1", "n2", "n3"]})
+    assert status == 200, body
+
+
 async def test_a_node_to_add_gets_no_vote_until_it_has_caught_up(tmp_path):
     """While a node to add is catching up, the majority is the old one: with one old follower stopped, writes
     still commit. Counted at once (a voter holding nothing), the new node would be needed for three of four."""
     async with _first_three_running(tmp_path, 4, ["--debug-routes"]) as (cluster, api):
         jobs = await _submit(api, 0, 20, "before")
-        cluster.nodes[3].start()
-        await _wait_live(api, 3)
-        # n4 drops all Raft traffic (a debug route): it answers /live, but cannot catch up
-        status, body, _ = await api.post(3, "/debug/partition", {"drop": ["n1", "n2", "n3"]})
-        assert status == 200, body
+        await _start_n4_cut_off(cluster, api)
         leader = await api.leader()
         follower, other = [i for i in range(3) if i != leader]
         adding = asyncio.ensure_future(api.post(follower, "/cluster/members", cluster.peer_spec(3)))
@@ -251,10 +256,7 @@ async def test_an_add_that_outlasts_catch_up_wait_answers_202_and_the_leader_add
     (no second request)."""
     async with _first_three_running(tmp_path, 4, ["--debug-routes", "--catch-up-wait", "1s"]) as (cluster, api):
         jobs = await _submit(api, 0, 10, "before")
-        cluster.nodes[3].start()
-        await _wait_live(api, 3)
-        status, body, _ = await api.post(3, "/debug/partition", {"drop": ["n1", "n2", "n3"]})
-        assert status == 200, body
+        await _start_n4_cut_off(cluster, api)
         leader = await api.leader()
         follower = next(i for i in range(3) if i != leader)
         status, body, _ = await api.post(follower, "/cluster/members", cluster.peer_spec(3), timeout=30)

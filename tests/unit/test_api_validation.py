@@ -131,13 +131,18 @@ def test_config_errors_say_what_to_fix(argv, needle, monkeypatch):
     assert needle in str(err.value)
 
 
-def test_stall_grace_reaches_the_raft_settings_and_is_bounded(tmp_path, monkeypatch):
-    from raftqueue.server import replica_config, validate
+def _serve_parser(tmp_path, monkeypatch) -> tuple[argparse.ArgumentParser, list[str]]:
+    """`raftqueue serve`'s parser and the flags one node needs, to add the flag under test to."""
     monkeypatch.setenv("RAFTQUEUE_ADMIN_KEY", "k" * 32)
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
-    base = ["--node-id", "n1", "--raft-addr", "127.0.0.1:9081", "--http-addr", "127.0.0.1:8081",
-            "--data-dir", str(tmp_path), "--insecure-raft"]
+    return parser, ["--node-id", "n1", "--raft-addr", "127.0.0.1:9081", "--http-addr", "127.0.0.1:8081",
+                    "--data-dir", str(tmp_path), "--insecure-raft"]
+
+
+def test_stall_grace_reaches_the_raft_settings_and_is_bounded(tmp_path, monkeypatch):
+    from raftqueue.server import replica_config, validate
+    parser, base = _serve_parser(tmp_path, monkeypatch)
     default = config_from_args(parser.parse_args(base))
     assert replica_config(default).raft["stall_grace_s"] == 1.0
     quick = config_from_args(parser.parse_args([*base, "--stall-grace", "0"]))
@@ -153,11 +158,7 @@ def test_stall_grace_reaches_the_raft_settings_and_is_bounded(tmp_path, monkeypa
 
 def test_catch_up_wait_reaches_the_api_settings_and_is_bounded(tmp_path, monkeypatch):
     from raftqueue.server import api_settings, validate
-    monkeypatch.setenv("RAFTQUEUE_ADMIN_KEY", "k" * 32)
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    base = ["--node-id", "n1", "--raft-addr", "127.0.0.1:9081", "--http-addr", "127.0.0.1:8081",
-            "--data-dir", str(tmp_path), "--insecure-raft"]
+    parser, base = _serve_parser(tmp_path, monkeypatch)
     assert api_settings(config_from_args(parser.parse_args(base))).catch_up_wait_s == 20.0
     longer = config_from_args(parser.parse_args([*base, "--catch-up-wait", "2m"]))
     validate(longer)
