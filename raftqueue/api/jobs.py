@@ -3,6 +3,7 @@ retry, dead-letter redrive, get, list, queue pause/resume."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import orjson
@@ -18,6 +19,7 @@ from raftqueue.api.views import job_view, leased_view, submit_view
 from raftqueue.timefmt import to_rfc3339
 
 routes = web.RouteTableDef()
+log = logging.getLogger("raftqueue.api.jobs")
 
 
 def json_response(data, status: int = 200) -> web.Response:
@@ -74,6 +76,22 @@ def _lease_answer(jobs: list, list_form: bool, index: int | None, ctx: Context) 
     return response
 
 
+def _client_gone(request: web.Request) -> bool:
+    """The client hung up while its poll was parked (its timeout shorter than its wait_ms, a worker killed or
+    stopped). aiohttp goes on running the handler, and a lease granted now would reach nobody: the job would sit
+    RUNNING until the lease expired, and the attempt would count (with max_retries 0 it would go DEAD unrun).
+    A forwarded request's client is the follower's to watch."""
+    if request.get("forwarded"):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _releases(jobs: list) -> list[dict]:
+    """Commands that give leased jobs back untouched: READY again, the attempt not counted (store `release`)."""
+    return [{"kind": "release", "job_id": job["job_id"], "lease_token": job["lease_token"]} for job in jobs]
+
+
 def _leader_stopped_answering(exc: ForwardBroken) -> ApiError:
     return ApiError(504, "commit_timeout", f"the leader stopped answering ({exc}); a lease may have been granted "
                                            "and will expire")
@@ -93,6 +111,9 @@ async def lease(request: web.Request) -> web.Response:
     asked_empty = False
     while True:
         replica = ctx.replica
+        if _client_gone(request):
+            waiters.pass_on(queues)  # a wake-up that found nobody here is another waiter's
+            return _lease_answer([], list_form, None, ctx)
         if replica.is_leader:
             claim = await gate.claim(command)  # None: nothing is left to lease, and an empty poll writes nothing
             if claim is not None:
@@ -102,6 +123,9 @@ async def lease(request: web.Request) -> web.Response:
                 if outcome is not None:
                     index, results = outcome
                     jobs = _one(ctx, results)["jobs"]
+                    if jobs and _client_gone(request):  # it hung up while the lease was being committed
+                        await _give_back_here(ctx, jobs)
+                        return _lease_answer([], list_form, None, ctx)
                     if jobs or time.monotonic() >= deadline:
                         return _lease_answer(jobs, list_form, index, ctx)
                     continue
@@ -136,6 +160,9 @@ async def lease(request: web.Request) -> web.Response:
                     raise _leader_stopped_answering(exc) from None
                 else:
                     jobs = _one(ctx, results)["jobs"]
+                    if jobs and _client_gone(request):  # it hung up while the lease was being committed
+                        await _give_back_through(ctx, request, jobs, leader)
+                        return _lease_answer([], list_form, None, ctx)
                     if jobs or time.monotonic() >= deadline:
                         answer = _lease_answer(jobs, list_form, None, ctx)
                         answer.headers.update(ctx.raft_headers(index, leader_id))
@@ -154,6 +181,22 @@ async def lease(request: web.Request) -> web.Response:
             raise ApiError(503, "no_leader", "no leader is available (an election is in progress); retry",
                            {"Retry-After": "1"})
         await asyncio.sleep(0.02)
+
+
+async def _give_back_here(ctx: Context, jobs: list) -> None:
+    """Release leases nobody will receive (this node leads). If that fails, they expire as any lost lease does."""
+    try:
+        await ctx.propose_here(_releases(jobs))
+    except ApiError as exc:
+        log.info("could not give back %d job(s) leased to a client that hung up: %s", len(jobs), exc.message)
+
+
+async def _give_back_through(ctx: Context, request: web.Request, jobs: list, leader) -> None:
+    """Release leases nobody will receive, through the leader that granted them."""
+    try:
+        await ctx.batcher.propose(request, _releases(jobs), leader)
+    except (ForwardNotSent, LeaderRetry, ForwardBroken, ApiError) as exc:
+        log.info("could not give back %d job(s) leased to a client that hung up: %s", len(jobs), exc)
 
 
 # ----- completion ----------------------------------------------------------------------------------------------

@@ -58,6 +58,11 @@ class LeaseWaiters:
         for queue, count in ready.items():
             self._wake(queue, count)
 
+    def pass_on(self, queues: list[str]) -> None:
+        """Wake the next waiter of each queue: a woken request whose client had gone leased nothing."""
+        for queue in queues:
+            self._wake(queue, 1)
+
     def wake_queue(self, queue: str) -> None:
         self._wake(queue, 1 << 30)
 

@@ -218,6 +218,24 @@ async def test_long_poll_wakes_on_submit_through_another_node(api):
     assert time.monotonic() - started < 2.0
 
 
+async def test_a_long_poll_whose_client_hung_up_leases_nothing(api):
+    """A worker whose HTTP timeout is shorter than its wait_ms goes away while its poll is parked. The parked
+    request must not take the next job: nobody would receive it, and the attempt it spent would make a job with
+    max_retries 0 go DEAD without ever running. On the leader and through a follower alike."""
+    leader, followers = await _leader_and_followers(api)
+    for node in (leader, followers[0]):
+        q = f"gone{time.time_ns()}"
+        with pytest.raises(asyncio.TimeoutError):
+            await api.post(node, "/jobs/lease", {"queue": q, "wait_ms": 20000}, timeout=1)
+        await asyncio.sleep(0.2)
+        job = await _submit(api, followers[1], {"payload": "for a live worker", "queue": q, "max_retries": 0})
+        await asyncio.sleep(1.5)  # the parked request has woken (or re-checked) by now
+        status, seen, _ = await api.get(leader, f"/jobs/{job['job_id']}", params={"consistency": "leader"})
+        assert status == 200 and seen["state"] == "READY" and seen["attempts"] == 0, (node == leader, seen)
+        leased = await _lease_job(api, node, q, wait_ms=2000)
+        assert leased["job_id"] == job["job_id"] and leased["attempt"] == 1, leased
+
+
 async def test_long_polls_through_both_followers_share_jobs_without_doubles(api):
     """Two workers long-poll through different followers; one job wakes both. The leader grants it to one;
     the other gets nothing, keeps waiting (its wait is not over) and takes the next job."""
