@@ -7,6 +7,9 @@
 - a handler that runs past `job_timeout_s` is abandoned and nacked (a sync handler's thread cannot be killed:
   it is left to finish in the background and its result is dropped);
 - a lost lease (409 on heartbeat: it expired and another worker may have the job) cancels the handler's result;
+- what the server refuses as written (400/413: a checkpoint or result over --max-payload, a long error text) is
+  never left to a lease expiry, which would only run the job again: the checkpoint is dropped and the lease kept,
+  the error text shortened, and a refused result acked as `result_error` saying why;
 - `stop()` (SIGTERM/SIGINT under `run()`) stops leasing, lets in-flight jobs finish for `shutdown_grace_s`, then
   gives the rest back (release: READY at once for another worker, and the attempt is not counted).
 
@@ -25,11 +28,14 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from raftqueue.client.async_client import _UNSET, AsyncClient
-from raftqueue.client.errors import Conflict, NotFound, RaftqueueError
+from raftqueue.client.async_client import _UNSET, MAX_TEXT, AsyncClient
+from raftqueue.client.errors import Conflict, NotFound, PayloadTooLarge, RaftqueueError, ValidationError
 from raftqueue.client.models import LeasedJob
 
 log = logging.getLogger("raftqueue.worker")
+# A 400 or 413: the request as written will never be taken, so waiting for the lease to expire would only run the
+# job again (the same oversized result, the same refusal) until it is DEAD.
+_REFUSED = (ValidationError, PayloadTooLarge)
 Handler = Callable[["JobContext"], Any] | Callable[["JobContext"], Awaitable[Any]]
 
 
@@ -208,7 +214,13 @@ class Worker:
                 return
             await self._flush(ctx)
             try:
-                await self.client.ack(job.job_id, job.lease_token, result)
+                try:
+                    await self.client.ack(job.job_id, job.lease_token, result)
+                except _REFUSED as exc:  # as written it never will be: finish the job, saying why it has no result
+                    log.error("job %s: the server refused the handler's result (%s); acking it with result_error",
+                              job.job_id, exc)
+                    await self.client.ack(job.job_id, job.lease_token,
+                                          result_error=_text(f"the server refused the handler's result: {exc}"))
                 self.counts["acked"] += 1
             except (Conflict, NotFound) as exc:
                 self.counts["lost"] += 1
@@ -240,7 +252,15 @@ class Worker:
             return
         pending, ctx.pending = ctx.pending, {}
         try:
-            await self.client.extend(ctx.job_id, ctx.job.lease_token, self.lease_ms, **pending)
+            try:
+                await self.client.extend(ctx.job_id, ctx.job.lease_token, self.lease_ms, **pending)
+            except _REFUSED as exc:
+                if not pending:
+                    raise
+                # The progress or checkpoint as written never will be taken: drop it, but keep the lease.
+                log.error("job %s: the server refused its progress/checkpoint (%s); dropped", ctx.job_id, exc)
+                pending = {}
+                await self.client.extend(ctx.job_id, ctx.job.lease_token, self.lease_ms)
         except (Conflict, NotFound):
             ctx.lost = True
         except RaftqueueError as exc:
@@ -253,7 +273,11 @@ class Worker:
             self.counts["lost"] += 1
             return
         try:
-            await self.client.nack(ctx.job_id, ctx.job.lease_token, error)
+            try:
+                await self.client.nack(ctx.job_id, ctx.job.lease_token, error)
+            except _REFUSED as exc:  # the error text as written never will be taken: nack with one that is
+                await self.client.nack(ctx.job_id, ctx.job.lease_token, _text(f"{error[:1000]} [the server "
+                                                                              f"refused the full text: {exc}]"))
             self.counts["nacked"] += 1
         except RaftqueueError as exc:
             log.warning("job %s: nack failed (%s); the lease will expire", ctx.job_id, exc)
@@ -264,6 +288,10 @@ class Worker:
             self.counts["returned"] += 1
         except RaftqueueError as exc:
             log.warning("job %s: could not give it back (%s); its lease will expire", job.job_id, exc)
+
+
+def _text(message: str) -> str:
+    return message[:MAX_TEXT]
 
 
 def load_handler(spec: str) -> Handler:

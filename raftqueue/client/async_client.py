@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -27,6 +28,12 @@ from raftqueue.client.models import AckResult, ApiKey, Job, JobPage, LeasedJob, 
 
 _UNSET: Any = object()
 _RETRY_NOW = (Unavailable, Overloaded)  # certainly not applied
+MAX_TEXT = 8192  # the server's limit on an error text (nack `error`, ack `result_error`), in characters
+
+
+def _segment(value: Any) -> str:
+    """One path segment, percent-encoded: an id such as "../queues/q/pause?" must not reach another route."""
+    return quote(str(value), safe="")
 
 
 def _urls_from(urls: str | Sequence[str] | None) -> list[str]:
@@ -190,7 +197,7 @@ class AsyncClient:
 
     # ----- reading ---------------------------------------------------------------------------------------------
     async def get(self, job_id: str, *, consistency: str | None = None, min_index: int | None = None) -> Job:
-        _, body, _ = await self.request("GET", f"/jobs/{job_id}",
+        _, body, _ = await self.request("GET", f"/jobs/{_segment(job_id)}",
                                         params={"consistency": consistency, "min_index": min_index})
         return Job.from_json(body)
 
@@ -233,7 +240,7 @@ class AsyncClient:
 
     async def remove_member(self, member_id: str) -> dict:
         """`DELETE /cluster/members/{id}` (admin): `{removed, members}`; the leader hands over first."""
-        return (await self.request("DELETE", f"/cluster/members/{member_id}", retry_unknown=False))[1]
+        return (await self.request("DELETE", f"/cluster/members/{_segment(member_id)}", retry_unknown=False))[1]
 
     async def wait_for(self, job_id: str, *, timeout: float = 60.0, poll_s: float = 0.2) -> Job:
         """Wait until the job is ACKED, DEAD or CANCELLED and return it; TimeoutError after `timeout`."""
@@ -268,7 +275,7 @@ class AsyncClient:
         body = _with({}, lease_token=lease_token, result_error=result_error)
         if result is not _UNSET:  # None is a result too
             body["result"] = result
-        _, answer, _ = await self.request("POST", f"/jobs/{job_id}/ack", body, retry_unknown=False)
+        _, answer, _ = await self.request("POST", f"/jobs/{_segment(job_id)}/ack", body, retry_unknown=False)
         return answer["state"]
 
     async def ack_many(self, acks: Sequence[Mapping[str, Any]]) -> list[AckResult]:
@@ -280,14 +287,14 @@ class AsyncClient:
     async def nack(self, job_id: str, lease_token: str, error: str = "", *,
                    retry_in_ms: int | None = None) -> dict:
         """Give a job back as failed: RETRY after its backoff (or `retry_in_ms`), or DEAD when out of attempts."""
-        body = _with({"lease_token": lease_token, "error": error[:10_000]}, retry_in_ms=retry_in_ms)
-        _, answer, _ = await self.request("POST", f"/jobs/{job_id}/nack", body, retry_unknown=False)
+        body = _with({"lease_token": lease_token, "error": error[:MAX_TEXT]}, retry_in_ms=retry_in_ms)
+        _, answer, _ = await self.request("POST", f"/jobs/{_segment(job_id)}/nack", body, retry_unknown=False)
         return answer
 
     async def release(self, job_id: str, lease_token: str) -> dict:
         """Give a job back unfinished (say, the worker is shutting down): READY at once for another worker, and
         the attempt is not counted. For a job that failed, use `nack`."""
-        _, answer, _ = await self.request("POST", f"/jobs/{job_id}/release", {"lease_token": lease_token},
+        _, answer, _ = await self.request("POST", f"/jobs/{_segment(job_id)}/release", {"lease_token": lease_token},
                                           retry_unknown=False)
         return answer
 
@@ -297,17 +304,17 @@ class AsyncClient:
         body = _with({"lease_token": lease_token}, lease_ms=lease_ms, progress=progress)
         if checkpoint is not _UNSET:  # None clears the checkpoint
             body["checkpoint"] = checkpoint
-        _, answer, _ = await self.request("POST", f"/jobs/{job_id}/extend", body, retry_unknown=True)
+        _, answer, _ = await self.request("POST", f"/jobs/{_segment(job_id)}/extend", body, retry_unknown=True)
         return answer
 
     # ----- managing --------------------------------------------------------------------------------------------
     async def cancel(self, job_id: str, reason: str | None = None) -> dict:
-        return (await self.request("POST", f"/jobs/{job_id}/cancel", {"reason": reason} if reason else {},
+        return (await self.request("POST", f"/jobs/{_segment(job_id)}/cancel", {"reason": reason} if reason else {},
                                    retry_unknown=True))[1]
 
     async def retry(self, job_id: str, *, reset_attempts: bool = False) -> dict:
         """Redrive one DEAD or CANCELLED job."""
-        return (await self.request("POST", f"/jobs/{job_id}/retry", {"reset_attempts": reset_attempts},
+        return (await self.request("POST", f"/jobs/{_segment(job_id)}/retry", {"reset_attempts": reset_attempts},
                                    retry_unknown=False))[1]
 
     async def retry_dead(self, queue: str | None = None) -> int:
@@ -316,10 +323,10 @@ class AsyncClient:
         return int((await self.request("POST", "/jobs/dead/retry", body, retry_unknown=True))[1]["count"])
 
     async def pause(self, queue: str) -> dict:
-        return (await self.request("POST", f"/queues/{queue}/pause", {}, retry_unknown=True))[1]
+        return (await self.request("POST", f"/queues/{_segment(queue)}/pause", {}, retry_unknown=True))[1]
 
     async def resume(self, queue: str) -> dict:
-        return (await self.request("POST", f"/queues/{queue}/resume", {}, retry_unknown=True))[1]
+        return (await self.request("POST", f"/queues/{_segment(queue)}/resume", {}, retry_unknown=True))[1]
 
     async def create_key(self, name: str, owner_id: str, type: str = "client") -> ApiKey:  # noqa: A002
         """An admin makes a key; the answer's `key` is the secret, shown only now."""
@@ -333,7 +340,7 @@ class AsyncClient:
         return [ApiKey.from_json(k) for k in body]
 
     async def revoke_key(self, key_id: str) -> dict:
-        return (await self.request("DELETE", f"/keys/{key_id}", retry_unknown=True))[1]
+        return (await self.request("DELETE", f"/keys/{_segment(key_id)}", retry_unknown=True))[1]
 
 
 def _parse(raw: bytes, content_type: str) -> Any:

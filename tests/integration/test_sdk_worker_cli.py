@@ -12,7 +12,7 @@ import time
 import orjson
 import pytest
 
-from raftqueue.client import AsyncClient, Client, Conflict, NotFound, Unauthorized
+from raftqueue.client import AsyncClient, Client, Conflict, NotFound, Unauthorized, ValidationError
 from raftqueue.worker import Worker
 from tests.support.api_cluster import Api, make_cluster, running_cluster
 from tests.support.procs import REPO
@@ -108,6 +108,61 @@ async def test_worker_acks_nacks_checkpoints_and_abandons_hung_handlers(cluster)
         assert jobs[hung.job_id].state == "DEAD" and "timed out" in jobs[hung.job_id].last_error
         assert jobs[slow.job_id].state == "ACKED" and jobs[slow.job_id].attempts == 1  # never lost its lease
         assert counts["acked"] == 3 and counts["timed_out"] == 1
+
+
+async def test_the_worker_finishes_jobs_when_the_server_refuses_what_it_sends(cluster):
+    """A checkpoint, an error text or a result the server refuses (400/413) as written will never be taken.
+    Waiting for the lease to expire would run the job again, alongside the first run, until it is DEAD. Instead
+    the worker drops the checkpoint and keeps the lease, shortens the error, and acks with `result_error`."""
+    over = (1 << 20) + 16  # past the cluster's default --max-payload
+    async with AsyncClient(cluster.urls, cluster.admin_key) as client:
+        checkpoint = await client.submit({"kind": "big_checkpoint"}, queue="refused", max_retries=1)
+        error = await client.submit({"kind": "long_error"}, queue="refused", max_retries=0)
+        result = await client.submit({"kind": "big_result"}, queue="refused", max_retries=1)
+        runs: list[str] = []
+
+        async def handler(ctx):
+            kind = ctx.payload["kind"]
+            runs.append(kind)
+            if kind == "big_checkpoint":
+                ctx.progress(10, checkpoint="x" * over)
+                await asyncio.sleep(2.5)  # past its 1 s lease: the heartbeats must go on without the checkpoint
+                return "done"
+            if kind == "long_error":
+                raise RuntimeError("e" * 9000)
+            return "r" * over
+
+        worker = Worker(handler, "refused", client=client, concurrency=3, lease_ms=1000, poll_wait_ms=500)
+        runner = asyncio.ensure_future(worker.run_async())
+        deadline = time.monotonic() + 30
+        ids = [checkpoint.job_id, error.job_id, result.job_id]
+        while True:
+            jobs = {i: await client.get(i) for i in ids}
+            if all(j.finished for j in jobs.values()):
+                break
+            assert time.monotonic() < deadline, {i: j.state for i, j in jobs.items()}
+            await asyncio.sleep(0.2)
+        worker.stop()
+        counts = await asyncio.wait_for(runner, 30)
+        done = jobs[checkpoint.job_id]
+        assert done.state == "ACKED" and done.result == "done" and done.attempts == 1 and done.checkpoint is None
+        failed = jobs[error.job_id]
+        assert failed.state == "DEAD" and failed.attempts == 1 and failed.last_error.startswith("RuntimeError: eee")
+        refused = jobs[result.job_id]
+        assert refused.state == "ACKED" and refused.attempts == 1 and "refused" in refused.result_error
+        assert sorted(runs) == ["big_checkpoint", "big_result", "long_error"]  # each ran once
+        assert counts["acked"] == 2 and counts["nacked"] == 1 and counts["lost"] == 0
+
+
+async def test_job_ids_from_outside_cannot_reach_another_route(cluster):
+    """The SDK percent-encodes ids in paths: an id like "../queues/q/pause?" names no job, it pauses nothing."""
+    async with AsyncClient(cluster.urls, cluster.admin_key) as client:
+        for call in (client.cancel, client.get):
+            with pytest.raises((NotFound, ValidationError)):
+                await call("../queues/traversal/pause?")
+        await client.submit({"n": 1}, queue="traversal")
+        leased = await client.lease("traversal", wait_ms=2000)
+        assert [job.queue for job in leased] == ["traversal"]  # the queue was not paused
 
 
 async def test_a_stopping_worker_gives_unfinished_jobs_back_without_spending_an_attempt(cluster):
