@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from raftqueue.api.errors import ApiError, store_error
 from raftqueue.api import auth
@@ -93,6 +94,11 @@ class Context:
         except TimeoutError:
             raise ApiError(408, "request_timeout", f"the body did not arrive within {self.settings.body_timeout_s:.0f} s"
                            ) from None
+        except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a body that is not gzip: the client's
+            # The connection's stream is in an unknown state: aiohttp closes it. Say so, so that a client does not
+            # send its next request on it.
+            raise ApiError(400, "bad_request", f"the body could not be read: {exc}",
+                           {"Connection": "close"}) from None
         if len(data) > limit:
             raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
         return data

@@ -403,6 +403,19 @@ async def test_unknown_routes_and_methods_are_json_errors(api):
     assert status == 400
 
 
+async def test_a_body_that_cannot_be_decoded_is_a_400_on_every_node(api):
+    """`Content-Encoding: gzip` (or deflate) on a body that is not: the client's mistake, so a 400, not a 500.
+    (aiohttp's parser refuses a bad deflate stream itself, with a plain-text 400, before any route runs.)"""
+    for node in range(3):
+        for encoding in ("gzip", "deflate"):
+            status, answer, _ = await api.request(node, "POST", "/jobs", raw=b'{"payload": 1}',
+                                                  headers={"Content-Encoding": encoding,
+                                                           "Content-Type": "application/json"})
+            assert status == 400, (node, encoding, status, answer)
+            if encoding == "gzip":
+                assert answer["error"]["code"] == "bad_request", answer
+
+
 async def test_health_live_ready_stats_cluster(api):
     for node in range(3):
         status, body, _ = await api.get(node, "/health")
