@@ -17,8 +17,8 @@ from raftqueue.api.errors import ApiError, invalid
 from raftqueue.timefmt import parse_rfc3339
 
 INT32 = (1 << 31) - 1
-QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+QUEUE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")  # fullmatch: "$" would let a final "\n" through
+JOB_ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -99,7 +99,7 @@ def text(body: dict, key: str, field: str, max_len: int, default: Any = None, pa
         raise invalid(field, "must not be empty")
     if len(value) > max_len:
         raise invalid(field, f"must be at most {max_len} characters")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise invalid(field, "may contain only letters, digits and _ - . : (at most 128 characters)")
     return value
 
@@ -125,13 +125,13 @@ def json_text(value: Any, field: str, limit: int) -> str:
 
 
 def queue_name(value: Any, field: str = "queue") -> str:
-    if not isinstance(value, str) or not QUEUE_RE.match(value):
+    if not isinstance(value, str) or not QUEUE_RE.fullmatch(value):
         raise invalid(field, "must be 1-128 letters, digits or _ - . :")
     return value
 
 
 def job_id(value: Any, field: str = "job_id") -> str:
-    if not isinstance(value, str) or not JOB_ID_RE.match(value):
+    if not isinstance(value, str) or not JOB_ID_RE.fullmatch(value):
         raise invalid(field, "is not a valid job id")
     return value
 

@@ -182,3 +182,12 @@ def test_durations_and_peers():
 def test_json_text_keeps_what_it_was_given():
     value = {"z": 1, "a": [1.5, None, "é"]}
     assert orjson.loads(v.json_text(value, "payload", 1000)) == value
+
+
+@pytest.mark.parametrize("check,good", [(v.queue_name, "emails.high:eu-1"), (v.job_id, "01a21fa2-6e9d-7000")])
+def test_names_and_ids_are_matched_whole(check, good):
+    """A final newline must not pass: `$` matches before one, and "abc\\n" became a queue no route could pause."""
+    assert check(good) == good
+    for bad in (good + "\n", "\n" + good, good + " ", good + "/x", ""):
+        with pytest.raises(ApiError):
+            check(bad)
