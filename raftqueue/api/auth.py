@@ -25,7 +25,9 @@ TYPES = ("client", "worker", "admin")
 ALL_SCOPES = frozenset({"jobs:submit", "jobs:read", "jobs:cancel", "jobs:lease", "jobs:ack", "jobs:admin",
                         "keys:read", "keys:admin", "cluster:admin", "metrics:read"})
 TYPE_SCOPES = {
-    "client": ["jobs:submit", "jobs:read", "jobs:cancel", "keys:read"],
+    # keys:read: list one's own keys and revoke them (the seed's clients do); never an admin key (store/keys.py).
+    # Cancelling a job is an admin's: jobs have no owner, so a client could cancel any team's jobs.
+    "client": ["jobs:submit", "jobs:read", "keys:read"],
     "worker": ["jobs:lease", "jobs:ack", "jobs:read", "keys:read"],
     "admin": sorted(ALL_SCOPES),
 }
@@ -120,7 +122,9 @@ class Authenticator:
             return None
         if not hmac.compare_digest(hash_secret(record["salt"], secret), record["hash"]):
             return None
-        return Identity(key_id, record["type"], record["owner_id"], frozenset(record["scopes"]))
+        # The type's scopes as this build defines them, not those recorded when the key was made: a key keeps no
+        # scope that a later build took from its type, and an admin key gets every scope a later build adds.
+        return Identity(key_id, record["type"], record["owner_id"], frozenset(TYPE_SCOPES.get(record["type"], ())))
 
     def note_use(self, identity: Identity, now_ms: int) -> None:
         if identity.key_id not in ("bootstrap", "no-auth"):
@@ -143,6 +147,6 @@ def check_identity(identity, scope: str) -> Identity:
 
 def bearer(request) -> str | None:
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
+    if header[:7].lower() == "bearer ":  # the scheme is case-insensitive (RFC 7235)
         return header[7:].strip() or None
     return None

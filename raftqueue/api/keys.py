@@ -25,6 +25,7 @@ TOUCH_PATH = "/_internal/touch-keys"
 
 def _public(record: dict) -> dict:
     out = dict(record)
+    out["scopes"] = list(TYPE_SCOPES.get(record.get("type"), ()))  # what the key can do now (see auth.TYPE_SCOPES)
     for field in ("created_at", "revoked_at", "last_used_at"):
         out[field] = to_rfc3339(out.get(field))
     return out
@@ -85,12 +86,16 @@ async def revoke_key(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "no such key")
 
     def plan(body: bytes):
-        command = {"kind": "revoke_key", "key_id": key_id, "owner_id": None if identity.is_admin else identity.owner_id}
+        if identity.is_admin:
+            command = {"kind": "revoke_key", "key_id": key_id, "owner_id": None}
+        else:
+            command = {"kind": "revoke_own_key", "key_id": key_id, "owner_id": identity.owner_id}
 
         def render(index: int, results: list) -> web.Response:
             result = ctx.store_result(results[0])
-            return json_response({"message": "Key revoked successfully", "key_id": result["key_id"],
-                                  "revoked_at": to_rfc3339(result["revoked_at"])})
+            # "key": what the caller named, as the seed answers (its clients pass the whole key)
+            return json_response({"message": "Key revoked successfully", "key": request.match_info["key_id"],
+                                  "key_id": result["key_id"], "revoked_at": to_rfc3339(result["revoked_at"])})
         return [command], render
     return await ctx.write(request, plan)
 

@@ -156,7 +156,7 @@ def document() -> dict:
             "Give a leased job back unfinished (worker shutdown): READY at once, the attempt not counted",
             {"200": _json(_obj({"job_id": {"type": "string"}, "state": {"type": "string", "enum": STATES},
                                 "attempts": {"type": "integer", "minimum": 0}}, ["job_id", "state", "attempts"]))},
-            _obj({"lease_token": {"type": "string", "maxLength": 128}}), [JOB_ID_PARAM], body_required=False)},
+            _obj({"lease_token": {"type": "string", "maxLength": 128}}, ["lease_token"]), [JOB_ID_PARAM])},
         "/jobs/{job_id}/extend": {"post": op("Extend a lease; report progress and a checkpoint", {"200": _json(_obj({
             "job_id": {"type": "string"}, "lease_until": TIME}, ["job_id", "lease_until"]))}, _obj({
                 "lease_token": {"type": "string", "maxLength": 128},
@@ -208,10 +208,10 @@ def document() -> dict:
             "201": _json(MEMBERS_ANSWER, "added")}, MEMBER)},
         "/cluster/members/{member_id}": {"delete": op("Remove a node (admin; the leader hands over first), or cancel "
                                                       "the add of one still catching up", {
-            "200": _json(_obj({"removed": {"type": "string"}, "members": {"type": "array", "items": MEMBER}},
-                              ["removed", "members"]))},
+            "200": _json(_obj({"removed": {"type": "string"}, "members": {"type": "array", "items": MEMBER},
+                               "was_catching_up": {"type": "boolean"}}, ["removed", "members"]))},
             params=[{"name": "member_id", "in": "path", "required": True, "schema": ID}])},
-        "/metrics": {"get": op("Prometheus metrics (open with --metrics-open)", {"200": {
+        "/metrics": {"get": op("Prometheus metrics (an admin key, or open with --metrics-open)", {"200": {
             "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
         "/admin/keys": {
             "post": op("Create an API key (the secret is shown once)", {"201": _json(ref("KeyCreated"), "created")},
@@ -222,10 +222,11 @@ def document() -> dict:
             "get": op("Every API key (no secrets)", {"200": _json({"type": "array", "items": ref("Key")})}),
         },
         "/keys": {"get": op("Your API keys (no secrets)", {"200": _json({"type": "array", "items": ref("Key")})})},
-        "/keys/{key_id}": {"delete": op("Revoke a key (yours, or any as admin)", {"200": _json(_obj({
-            "message": {"type": "string"}, "key_id": {"type": "string"}, "revoked_at": TIME},
-            ["message", "key_id", "revoked_at"]))}, params=[{"name": "key_id", "in": "path", "required": True,
-                                                            "schema": {"type": "string", "maxLength": 600}}])},
+        "/keys/{key_id}": {"delete": op("Revoke a key (your owner's, except admin keys; or any as admin)", {
+            "200": _json(_obj({"message": {"type": "string"}, "key": {"type": "string"}, "key_id": {"type": "string"},
+                               "revoked_at": TIME}, ["message", "key", "key_id", "revoked_at"]))},
+            params=[{"name": "key_id", "in": "path", "required": True,
+                     "schema": {"type": "string", "maxLength": 600}}])},
     }
     return {
         "openapi": "3.0.3",

@@ -63,6 +63,7 @@ class JobStore:
         self._handlers: dict[str, Callable] = {
             "create_key": lambda cmd, events: self.keys.create(cmd, self.clock),
             "revoke_key": lambda cmd, events: self.keys.revoke(cmd, self.clock),
+            "revoke_own_key": lambda cmd, events: self.keys.revoke(cmd, self.clock, by_owner=True),
             "touch_keys": lambda cmd, events: self.keys.touch(cmd, self.clock),
             "submit": self._submit, "submit_batch": self._submit_batch, "lease": self._lease,
             "ack": self._ack, "ack_batch": self._ack_batch, "nack": self._nack, "release": self._release,

@@ -144,6 +144,28 @@ async def test_a_key_owner_cannot_revoke_someone_elses_key(api):
     assert status == 200 and answer["key_id"] == mine["key_id"]
 
 
+async def test_a_key_that_is_not_an_admins_cannot_revoke_its_owners_admin_key(api):
+    """Owners revoke their own keys (the seed's rule), but a worker or client key must not lock its team's admin
+    out: a leaked worker key would otherwise take the admin key down with it."""
+    keys = await _make_keys(api, owner="team-revoke")
+    listed = (await api.get(0, "/admin/keys"))[1]
+    ids = {k["type"]: k["key_id"] for k in listed if k["owner_id"] == "team-revoke"}
+    for node in range(3):
+        status, answer, _ = await _node_call(api, node, "DELETE", f"/keys/{ids['admin']}", keys["worker"])
+        assert status == 403 and "admin" in answer["error"]["message"], answer
+    assert (await _node_call(api, 0, "GET", "/admin/keys", keys["admin"]))[0] == 200  # still works
+    status, answer, _ = await _node_call(api, 1, "DELETE", f"/keys/{ids['client']}", keys["worker"])
+    assert status == 200 and answer["key_id"] == ids["client"]  # its owner's other keys it may revoke
+    status, answer, _ = await _node_call(api, 2, "DELETE", f"/keys/{ids['worker']}", keys["admin"])
+    assert status == 200  # an admin revokes any key
+
+
+async def test_the_bearer_scheme_is_case_insensitive(api):
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        status, _, _ = await api.get(1, "/stats", headers={"Authorization": f"{scheme} {api.cluster.admin_key}"})
+        assert status == 200, scheme
+
+
 async def test_secrets_are_absent_from_lists_logs_log_segments_and_snapshots(api, cluster):
     keys = await _make_keys(api, owner="secrets")
     for key in keys.values():

@@ -419,3 +419,16 @@ def test_rare_fields_are_kept_as_a_pair_until_a_second_one_is_set(h):
     assert restored.jobs[a].x == ("result", '{"n":1}')
     assert restored.jobs[b].x == {"result": '{"n":1}', "progress": 50}
     assert restored.digest() == h.store.digest() and restored.get(a) == h.store.get(a)
+
+
+def test_an_owner_revokes_its_keys_but_never_an_admin_key(h):
+    for key_id, owner, key_type in (("adm", "team", "admin"), ("wrk", "team", "worker"), ("cli", "team", "client"),
+                                    ("other", "elsewhere", "client")):
+        h.do("create_key", key_id=key_id, name=key_id, owner_id=owner, type=key_type, scopes=[], salt="s", hash="h")
+    h.rejected("forbidden", "revoke_own_key", key_id="adm", owner_id="team")
+    h.rejected("forbidden", "revoke_own_key", key_id="other", owner_id="team")
+    h.rejected("validation_error", "revoke_own_key", key_id="cli")  # the owner is required
+    assert h.do("revoke_own_key", key_id="cli", owner_id="team")["revoked_at"] == h.now
+    assert h.do("revoke_key", key_id="adm", owner_id=None)["revoked_at"] == h.now  # an admin's revocation
+    # entries written before revoke_own_key existed keep their meaning on replay
+    assert h.do("revoke_key", key_id="wrk", owner_id="team")["revoked_at"] == h.now
