@@ -97,11 +97,18 @@ class EventHub:
             last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
             if last:
                 await self._replay(response, last)
+            loop = asyncio.get_running_loop()
+            stats_at = loop.time() + self._stats_every  # every 2 s however busy the stream is (API.md)
             while not sub.dropped:
-                try:
-                    message = await asyncio.wait_for(sub.queue.get(), self._stats_every)
-                except asyncio.TimeoutError:
+                wait = stats_at - loop.time()
+                if wait <= 0:
                     message = self._stats_message()
+                    stats_at = loop.time() + self._stats_every
+                else:
+                    try:
+                        message = await asyncio.wait_for(sub.queue.get(), wait)
+                    except asyncio.TimeoutError:
+                        continue
                 await response.write(message)
         except (ConnectionResetError, asyncio.CancelledError):
             pass

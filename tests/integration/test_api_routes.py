@@ -436,6 +436,28 @@ async def test_health_live_ready_stats_cluster(api):
         assert [m["id"] for m in s["members"]] == ["n1", "n2", "n3"]
 
 
+async def test_events_stream_sends_stats_every_2_s_even_while_job_events_flow(api):
+    """API.md: `event: stats` on connect and every 2 s. Job events every 0.2 s must not hold the stats back."""
+    leader, followers = await _leader_and_followers(api)
+    q = f"ssestats{time.time_ns()}"
+    kinds: list[str] = []
+
+    async def read(resp) -> None:
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kinds.append(line[7:])
+
+    async with api.session.get(api.cluster.urls[followers[0]] + "/events", params={"token": api.key}) as resp:
+        reader = asyncio.create_task(read(resp))
+        for i in range(25):  # 5 s of job events, 0.2 s apart
+            await _submit(api, leader, {"payload": i, "queue": q})
+            await asyncio.sleep(0.2)
+        reader.cancel()
+    assert kinds.count("job") >= 20, kinds
+    assert kinds.count("stats") >= 3, kinds  # on connect, and at least twice more in the 5 s
+
+
 async def test_events_stream_shows_submits_and_resumes_from_last_event_id(api):
     leader, followers = await _leader_and_followers(api)
     q = f"sse{time.time_ns()}"
