@@ -11,6 +11,7 @@ import signal
 import sys
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from raftqueue.api.app import create_app
 from raftqueue.api.context import Settings
@@ -27,6 +28,19 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(client_errors_at_info)
+
+
+def client_errors_at_info(record: logging.LogRecord) -> bool:
+    """aiohttp logs a request it cannot parse (a header line over 8 KB, a bad encoding) as an ERROR with a
+    traceback, though it answers 400 and the fault is the client's: anyone could fill a node's log with errors.
+    Such a record becomes one INFO line."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError):
+        record.msg, record.args = f"{record.getMessage()}: {type(exc).__name__}: {exc}", None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def replica_config(config: NodeConfig) -> ReplicaConfig:
