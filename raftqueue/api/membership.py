@@ -63,7 +63,8 @@ def parse_member(body: bytes, secret: bool) -> Member:
         port = parts.port
     except ValueError:
         port = None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path or parts.query:
+    if (parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path or parts.query
+            or parts.fragment or "#" in http_addr or "@" in parts.netloc):  # no userinfo: nodes join it to paths
         raise invalid("http_addr", "must be http://host:port or https://host:port (e.g. http://10.0.0.4:8084)")
     return Member(raw["id"], raft_addr, http_addr)
 
