@@ -21,7 +21,7 @@ from raftqueue.api.errors import ApiError, store_error
 from raftqueue.api import auth
 from raftqueue.api.batch_forward import BatchForwarder, LeaderRetry, batch_key
 from raftqueue.api.forward import ForwardBroken, ForwardNotSent
-from raftqueue.api.validation import Defaults, Limits
+from raftqueue.api.validation import Defaults, Limits, query_int
 from raftqueue.raft.errors import (CommitUnknown, NoLeader, NotCommitted, NotLeader, Overloaded,
                                    ReplicaClosed)
 from raftqueue.replica import Member, Replica
@@ -232,12 +232,7 @@ class Context:
             raise ApiError(400, "validation_error", "consistency: must be stale, leader or linearizable")
         min_index = request.query.get("min_index")
         if min_index is not None:
-            try:
-                wanted = int(min_index)
-            except ValueError:
-                raise ApiError(400, "validation_error", "min_index: must be an integer") from None
-            if wanted < 0:
-                raise ApiError(400, "validation_error", "min_index: must be >= 0")
+            wanted = query_int(min_index, "min_index", 0, 10 ** 18 - 1)
             if not await self.replica.wait_applied(wanted, self.settings.read_wait_s):
                 known = self.replica.known_commit_index
                 if wanted > known and self.replica.leader is not None:

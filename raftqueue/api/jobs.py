@@ -312,14 +312,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     queue = query.get("queue")
     if queue is not None:
         queue = v.queue_name(queue)
-    try:
-        limit = int(query.get("limit", "50"))
-    except ValueError:
-        raise invalid("limit", "must be an integer") from None
-    if not 1 <= limit <= 500:
-        raise invalid("limit", "must be between 1 and 500")
+    limit = v.query_int(query.get("limit", "50"), "limit", 1, 500)
     cursor = query.get("cursor")
-    if cursor is not None and len(cursor) > 256:
+    if cursor is not None and not v.CURSOR_RE.fullmatch(cursor):
         raise invalid("cursor", "is not a cursor this API returned")
 
     def local() -> web.Response:

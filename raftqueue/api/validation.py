@@ -124,6 +124,20 @@ def json_text(value: Any, field: str, limit: int) -> str:
     return encoded.decode()
 
 
+_DIGITS = re.compile(r"[0-9]{1,18}")
+CURSOR_RE = re.compile(r"[0-9]{1,18}\.[A-Za-z0-9_.:\-]{1,64}")  # "<created_at>.<job_id>" (store.list_jobs)
+
+
+def query_int(text: str, field: str, lo: int, hi: int) -> int:
+    """A whole number from a query string, digits only: int() would also take "5_0", " +5" or "٥"."""
+    if not _DIGITS.fullmatch(text):
+        raise invalid(field, "must be an integer")
+    number = int(text)
+    if not lo <= number <= hi:
+        raise invalid(field, f"must be between {lo} and {hi}")
+    return number
+
+
 def queue_name(value: Any, field: str = "queue") -> str:
     if not isinstance(value, str) or not QUEUE_RE.fullmatch(value):
         raise invalid(field, "must be 1-128 letters, digits or _ - . :")

@@ -191,3 +191,17 @@ def test_names_and_ids_are_matched_whole(check, good):
     for bad in (good + "\n", "\n" + good, good + " ", good + "/x", ""):
         with pytest.raises(ApiError):
             check(bad)
+
+
+def test_query_numbers_are_digits_only():
+    assert v.query_int("50", "limit", 1, 500) == 50
+    for bad in ("5_0", " +5", "-1", "1e2", "٥", "", "0", "501", "9" * 19):
+        with pytest.raises(ApiError) as err:
+            v.query_int(bad, "limit", 1, 500)
+        assert err.value.message.startswith("limit")
+
+
+def test_a_cursor_must_look_like_one_this_api_returned():
+    assert v.CURSOR_RE.fullmatch("1764290000000.01a21fa2-6e9d-7000")
+    for bad in ("1.", "-5.x", ".x", "12", "1.x/y", "1.x\n"):
+        assert not v.CURSOR_RE.fullmatch(bad), bad
