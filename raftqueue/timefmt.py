@@ -1,6 +1,7 @@
 """Times on the wire: RFC 3339 UTC with milliseconds (`2026-11-23T10:30:00.123Z`); inside: int ms since epoch."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -23,11 +24,16 @@ def to_rfc3339(ms: int | None) -> str | None:
     return f"{_last_prefix}{millis:03d}Z"
 
 
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+
 def parse_rfc3339(text: str) -> int:
     """RFC 3339 (any offset; 'Z' or '+00:00'; fraction optional) -> int ms. Raises ValueError."""
     if not isinstance(text, str) or len(text) > 64:
         raise ValueError("expected an RFC 3339 time string")
     value = text.strip()
+    if not _RFC3339.fullmatch(value):  # fromisoformat alone also takes week dates, ordinal days, "2026-11-24"...
+        raise ValueError("expected an RFC 3339 time, e.g. 2026-11-23T10:30:00Z")
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
     dt = datetime.fromisoformat(value)

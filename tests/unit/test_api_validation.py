@@ -205,3 +205,11 @@ def test_a_cursor_must_look_like_one_this_api_returned():
     assert v.CURSOR_RE.fullmatch("1764290000000.01a21fa2-6e9d-7000")
     for bad in ("1.", "-5.x", ".x", "12", "1.x/y", "1.x\n"):
         assert not v.CURSOR_RE.fullmatch(bad), bad
+
+
+def test_times_are_rfc3339_only():
+    assert parse_rfc3339("2026-11-23T10:30:00Z") == parse_rfc3339("2026-11-23 11:30:00.000+01:00")
+    for bad in ("2026-W01-1T00:00Z", "2026-327T10:30:00Z", "2026-11-23", "2026-11-23T10:30Z", "20261123T103000Z",
+                "2026-11-23T10:30:00", "2026-11-23T10:30:00+0100"):
+        with pytest.raises(ValueError):
+            parse_rfc3339(bad)
