@@ -12,6 +12,7 @@ import sys
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from raftqueue.api.app import create_app
 from raftqueue.api.context import Settings
@@ -34,9 +35,10 @@ def setup_logging(level: str) -> None:
 def client_errors_at_info(record: logging.LogRecord) -> bool:
     """aiohttp logs a request it cannot parse (a header line over 8 KB, a bad encoding) as an ERROR with a
     traceback, though it answers 400 and the fault is the client's: anyone could fill a node's log with errors.
-    Such a record becomes one INFO line."""
+    Such a record becomes one INFO line. (A body that fails to decode shows up again, as RequestPayloadError,
+    when aiohttp drains what the handler left unread.)"""
     exc = record.exc_info[1] if record.exc_info else None
-    if isinstance(exc, HttpProcessingError):
+    if isinstance(exc, (HttpProcessingError, RequestPayloadError)):
         record.msg, record.args = f"{record.getMessage()}: {type(exc).__name__}: {exc}", None
         record.levelno, record.levelname = logging.INFO, "INFO"
         record.exc_info = record.exc_text = None

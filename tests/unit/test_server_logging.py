@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestPayloadError
 
 from raftqueue.server import client_errors_at_info
 
@@ -21,6 +22,12 @@ def test_a_request_too_long_to_parse_is_logged_as_one_info_line():
     assert client_errors_at_info(record)
     assert record.levelno == logging.INFO and record.exc_info is None
     assert record.getMessage().startswith("Error handling request from 127.0.0.1: LineTooLong")
+
+
+def test_a_body_that_failed_to_decode_is_logged_as_one_info_line():
+    record = _record(RequestPayloadError("400, message: Can not decode content-encoding: gzip"))
+    assert client_errors_at_info(record)
+    assert record.levelno == logging.INFO and record.exc_info is None
 
 
 def test_other_errors_keep_their_level_and_traceback():
