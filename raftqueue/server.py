@@ -39,9 +39,11 @@ def client_errors_at_info(record: logging.LogRecord) -> bool:
     when aiohttp drains what the handler left unread.)"""
     exc = record.exc_info[1] if record.exc_info else None
     if isinstance(exc, (HttpProcessingError, RequestPayloadError)):
-        record.msg, record.args = f"{record.getMessage()}: {type(exc).__name__}: {exc}", None
+        text = " ".join(str(exc).split())  # aiohttp's messages span lines (a caret under the bad byte)
+        record.msg, record.args = f"{record.getMessage()}: {type(exc).__name__}: {text}", None
         record.levelno, record.levelname = logging.INFO, "INFO"
         record.exc_info = record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)  # it passed the level check as ERROR
     return True
 
 

@@ -33,8 +33,8 @@ from raftqueue.client.errors import Conflict, NotFound, PayloadTooLarge, Raftque
 from raftqueue.client.models import LeasedJob
 
 log = logging.getLogger("raftqueue.worker")
-# A 400 or 413: the request as written will never be taken, so waiting for the lease to expire would only run the
-# job again (the same oversized result, the same refusal) until it is DEAD.
+# A 400 or 413 (or a value the client cannot encode as JSON: a set, an object): the request as written will never
+# be taken, so waiting for the lease to expire would only run the job again, with the same refusal, until DEAD.
 _REFUSED = (ValidationError, PayloadTooLarge)
 Handler = Callable[["JobContext"], Any] | Callable[["JobContext"], Awaitable[Any]]
 
@@ -217,10 +217,10 @@ class Worker:
                 try:
                     await self.client.ack(job.job_id, job.lease_token, result)
                 except _REFUSED as exc:  # as written it never will be: finish the job, saying why it has no result
-                    log.error("job %s: the server refused the handler's result (%s); acking it with result_error",
+                    log.error("job %s: the handler's result cannot be stored (%s); acking it with result_error",
                               job.job_id, exc)
                     await self.client.ack(job.job_id, job.lease_token,
-                                          result_error=_text(f"the server refused the handler's result: {exc}"))
+                                          result_error=_text(f"the handler's result was refused: {exc}"))
                 self.counts["acked"] += 1
             except (Conflict, NotFound) as exc:
                 self.counts["lost"] += 1
@@ -258,7 +258,7 @@ class Worker:
                 if not pending:
                     raise
                 # The progress or checkpoint as written never will be taken: drop it, but keep the lease.
-                log.error("job %s: the server refused its progress/checkpoint (%s); dropped", ctx.job_id, exc)
+                log.error("job %s: its progress/checkpoint was refused (%s); dropped", ctx.job_id, exc)
                 pending = {}
                 await self.client.extend(ctx.job_id, ctx.job.lease_token, self.lease_ms)
         except (Conflict, NotFound):

@@ -23,6 +23,8 @@ from raftqueue.api.metrics import METRICS, Metrics, handle_metrics
 from raftqueue.replica import Replica
 
 log = logging.getLogger("raftqueue.api")
+KEY_CATCH_UP_S = 1.0  # how long a follower waits to apply a key it does not know before passing the request on
+UNKNOWN_KEY_FORWARD_S = 45.0  # a request passed on for its key: a long poll's 30 s at most, and the commit
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
@@ -81,13 +83,20 @@ def auth_middleware(ctx: Context, authenticator: auth.Authenticator | None):
         if token is None:
             raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>", auth.CHALLENGE)
         identity = authenticator.authenticate(token)
+        if identity is auth.UNKNOWN_KEY and not ctx.replica.is_leader and not request.get("forwarded"):
+            # A key made a moment ago may not have reached this node: first catch up with what the leader last
+            # said it committed (at once when caught up already), so the request can run here.
+            replica = ctx.replica
+            await replica.wait_applied(replica.known_commit_index, KEY_CATCH_UP_S)
+            identity = authenticator.authenticate(token)
         if identity is auth.UNKNOWN_KEY:
             leader = ctx.replica.leader
             if (not ctx.replica.is_leader and leader is not None and not request.get("forwarded")
                     and resource.canonical != "/events"):
                 body = await ctx.body(request)  # a key this node has not applied yet: the leader decides
                 try:
-                    return await ctx.batcher.forward(request, body, leader)
+                    # in an exchange of its own: a long poll would hold a whole forward batch for its wait_ms
+                    return await ctx.batcher.forward_alone(request, body, leader, UNKNOWN_KEY_FORWARD_S)
                 except (ForwardNotSent, ForwardBroken):
                     pass
         request["identity"] = identity = auth.check_identity(identity, scope)

@@ -111,7 +111,7 @@ class InternalRequest(dict):
         super().__init__()
         self.app = app
         self.method = method
-        self.rel_url = URL(path_qs)
+        self.rel_url = URL(path_qs, encoded=True)  # as the client sent it: "%3F" stays in the segment
         self.path = self.rel_url.path
         self.headers = CIMultiDict(headers)
         self.query = self.rel_url.query
@@ -183,7 +183,8 @@ async def handle_batch(request: web.Request, key: bytes | None, propose: Propose
 # ----- follower side ---------------------------------------------------------------------------------------------
 def _request_item(request: web.Request) -> dict:
     headers = {name: request.headers[name] for name in _PASS_REQUEST if name in request.headers}
-    return {"m": request.method, "p": request.rel_url.path_qs, "h": headers}
+    # raw: decoded, ".../members/n2%3Fx" would reach the leader as member n2 with a query
+    return {"m": request.method, "p": request.rel_url.raw_path_qs, "h": headers}
 
 
 class _Item:

@@ -38,6 +38,7 @@ HANDOVER_WAIT_S = 5.0
 # How long a catch-up (the new node receiving the log without a vote) may go without any progress before the
 # leader gives up on it. How long the add's request waits for it is --catch-up-wait (Settings.catch_up_wait_s).
 CATCH_UP_IDLE_S = 20.0
+MAX_CATCH_UP_WAIT_S = 600.0  # the most --catch-up-wait allows
 
 
 def parse_member(body: bytes, secret: bool) -> Member:
@@ -63,8 +64,8 @@ def parse_member(body: bytes, secret: bool) -> Member:
         port = parts.port
     except ValueError:
         port = None
-    if (parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path or parts.query
-            or parts.fragment or "#" in http_addr or "@" in parts.netloc):  # no userinfo: nodes join it to paths
+    if (parts.scheme not in ("http", "https") or not parts.hostname or port is None or "@" in parts.netloc
+            or http_addr != f"{parts.scheme}://{parts.netloc}"):  # nodes append paths to it: nothing else may follow
         raise invalid("http_addr", "must be http://host:port or https://host:port (e.g. http://10.0.0.4:8084)")
     return Member(raw["id"], raft_addr, http_addr)
 
@@ -152,7 +153,8 @@ async def add_member(request: web.Request) -> web.Response:
         return _added(ctx, member, 201, index)
 
     try:
-        return await ctx.on_leader(request, body, here, _alone(request, body, ctx.settings.catch_up_wait_s))
+        # the leader's --catch-up-wait may be longer than this node's: wait as long as it may take
+        return await ctx.on_leader(request, body, here, _alone(request, body, MAX_CATCH_UP_WAIT_S))
     except ApiError as exc:
         still = _catching_up(ctx, member) if exc.status == 504 else None
         if still is not None:  # --catch-up-wait passed and it still makes progress: the leader adds it later

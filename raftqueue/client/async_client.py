@@ -21,8 +21,9 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+from yarl import URL
 
-from raftqueue.client.errors import (CommitTimeout, NoJobs, Overloaded, RaftqueueError, Unavailable,
+from raftqueue.client.errors import (CommitTimeout, NoJobs, Overloaded, RaftqueueError, Unavailable, ValidationError,
                                      error_for)
 from raftqueue.client.models import AckResult, ApiKey, Job, JobPage, LeasedJob, Stats, Submitted
 
@@ -32,8 +33,12 @@ MAX_TEXT = 8192  # the server's limit on an error text (nack `error`, ack `resul
 
 
 def _segment(value: Any) -> str:
-    """One path segment, percent-encoded: an id such as "../queues/q/pause?" must not reach another route."""
-    return quote(str(value), safe="")
+    """One path segment, percent-encoded: an id such as "../queues/q/pause?" must not reach another route, and a
+    queue named "." or ".." (valid names) must not be taken for a dot segment."""
+    text = str(value)
+    if text.strip(".") == "":
+        return "%2E" * len(text)
+    return quote(text, safe="")
 
 
 def _urls_from(urls: str | Sequence[str] | None) -> list[str]:
@@ -123,12 +128,15 @@ class AsyncClient:
     async def request(self, method: str, path: str, body: Any = None, *, params: Mapping[str, Any] | None = None,
                       retry_unknown: bool = True, timeout: float | None = None) -> tuple[int, Any, Mapping]:
         """One API call with fail-over. Returns (status, parsed body, headers) for 2xx; raises RaftqueueError."""
-        data = orjson.dumps(body) if body is not None else None
+        try:
+            data = orjson.dumps(body) if body is not None else None
+        except TypeError as exc:  # a set, an object, an int over 64 bits: refused as written, as a 400 would be
+            raise ValidationError(f"the request cannot be sent as JSON: {exc}", code="validation_error") from None
         headers = {"Content-Type": "application/json"} if data is not None else None
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         last: RaftqueueError | None = None
         for attempt in range(self.max_attempts):
-            url = self.urls[self._node] + path
+            url = URL(self.urls[self._node] + path, encoded=True)  # as built: yarl would undo "%2E" segments
             try:
                 async with self._get_session().request(
                         method, url, data=data, headers=headers, params=query,

@@ -119,6 +119,7 @@ async def test_the_worker_finishes_jobs_when_the_server_refuses_what_it_sends(cl
         checkpoint = await client.submit({"kind": "big_checkpoint"}, queue="refused", max_retries=1)
         error = await client.submit({"kind": "long_error"}, queue="refused", max_retries=0)
         result = await client.submit({"kind": "big_result"}, queue="refused", max_retries=1)
+        odd = await client.submit({"kind": "unencodable"}, queue="refused", max_retries=1)
         runs: list[str] = []
 
         async def handler(ctx):
@@ -130,12 +131,16 @@ async def test_the_worker_finishes_jobs_when_the_server_refuses_what_it_sends(cl
                 return "done"
             if kind == "long_error":
                 raise RuntimeError("e" * 9000)
+            if kind == "unencodable":
+                ctx.progress(20, checkpoint={"seen": {1, 2}})  # a set: not JSON
+                await asyncio.sleep(1.5)
+                return {1, 2}
             return "r" * over
 
         worker = Worker(handler, "refused", client=client, concurrency=3, lease_ms=1000, poll_wait_ms=500)
         runner = asyncio.ensure_future(worker.run_async())
         deadline = time.monotonic() + 30
-        ids = [checkpoint.job_id, error.job_id, result.job_id]
+        ids = [checkpoint.job_id, error.job_id, result.job_id, odd.job_id]
         while True:
             jobs = {i: await client.get(i) for i in ids}
             if all(j.finished for j in jobs.values()):
@@ -150,8 +155,10 @@ async def test_the_worker_finishes_jobs_when_the_server_refuses_what_it_sends(cl
         assert failed.state == "DEAD" and failed.attempts == 1 and failed.last_error.startswith("RuntimeError: eee")
         refused = jobs[result.job_id]
         assert refused.state == "ACKED" and refused.attempts == 1 and "refused" in refused.result_error
-        assert sorted(runs) == ["big_checkpoint", "big_result", "long_error"]  # each ran once
-        assert counts["acked"] == 2 and counts["nacked"] == 1 and counts["lost"] == 0
+        unencodable = jobs[odd.job_id]
+        assert unencodable.state == "ACKED" and unencodable.attempts == 1 and "JSON" in unencodable.result_error
+        assert sorted(runs) == ["big_checkpoint", "big_result", "long_error", "unencodable"]  # each ran once
+        assert counts["acked"] == 3 and counts["nacked"] == 1 and counts["lost"] == 0
 
 
 async def test_job_ids_from_outside_cannot_reach_another_route(cluster):
@@ -163,6 +170,9 @@ async def test_job_ids_from_outside_cannot_reach_another_route(cluster):
         await client.submit({"n": 1}, queue="traversal")
         leased = await client.lease("traversal", wait_ms=2000)
         assert [job.queue for job in leased] == ["traversal"]  # the queue was not paused
+        for name in (".", ".."):  # valid queue names, not dot segments
+            assert (await client.pause(name))["queue"] == name
+            assert (await client.resume(name))["queue"] == name
 
 
 async def test_a_stopping_worker_gives_unfinished_jobs_back_without_spending_an_attempt(cluster):

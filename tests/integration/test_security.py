@@ -160,6 +160,34 @@ async def test_a_key_that_is_not_an_admins_cannot_revoke_its_owners_admin_key(ap
     assert status == 200  # an admin revokes any key
 
 
+async def test_a_forwarded_request_keeps_its_path_as_the_client_encoded_it(api):
+    """A follower passes a request on to the leader with its path still encoded: "<id>%3Fx" names no key; decoded
+    on the way it became "<id>" plus a query, and the leader revoked that key."""
+    created = (await api.post(0, "/admin/keys", {"name": "encoded", "owner_id": "enc", "type": "client"}))[1]
+    leader = await api.leader()
+    follower = (leader + 1) % 3
+    status, answer, _ = await api.request(follower, "DELETE", f"/keys/{created['key_id']}%3Fx")
+    assert status == 404, answer
+    for node in range(3):
+        assert (await _node_call(api, node, "GET", "/stats", created["key"]))[0] == 200
+
+
+async def test_a_key_made_a_moment_ago_long_polls_through_a_follower_at_once(api):
+    """The follower may not have applied the new key yet: it catches up (or passes the request on alone) rather
+    than refusing it, and the long poll gets the job submitted meanwhile."""
+    leader = await api.leader()
+    follower = (leader + 1) % 3
+    created = (await api.post(leader, "/admin/keys", {"name": "fresh", "owner_id": "fresh", "type": "worker"}))[1]
+    queue = f"fresh{time.time_ns()}"
+    async with Api(api.cluster, key=created["key"]) as worker:
+        poll = asyncio.ensure_future(worker.post(follower, "/jobs/lease", {"queue": queue, "wait_ms": 5000}))
+        await asyncio.sleep(0.3)
+        status, job, _ = await api.post(leader, "/jobs", {"payload": "for the new worker", "queue": queue})
+        assert status == 201
+        status, leased, _ = await poll
+    assert status == 200 and leased["job_id"] == job["job_id"], leased
+
+
 async def test_the_bearer_scheme_is_case_insensitive(api):
     for scheme in ("Bearer", "bearer", "BEARER"):
         status, _, _ = await api.get(1, "/stats", headers={"Authorization": f"{scheme} {api.cluster.admin_key}"})

@@ -62,6 +62,8 @@ def test_a_snapshot_header_keeps_the_member_list_and_reads_old_headers():
     (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004#x"}', "http_addr"),
     (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004/#x"}', "http_addr"),
     (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://u:p@127.0.0.1:8004"}', "http_addr"),
+    (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004?"}', "http_addr"),
+    (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004;x"}', "http_addr"),
     (b'{"id": "n4", "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004", "role": "x"}', "role"),
     (b'{"id": 4, "raft_addr": "127.0.0.1:9004", "http_addr": "http://127.0.0.1:8004"}', "id"),
     (b'{"id": "n4", "raft_addr": "10.0.0.4:9004", "http_addr": "http://10.0.0.4:8004"}', "raft_addr"),

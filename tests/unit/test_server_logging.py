@@ -6,7 +6,19 @@ import logging
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestPayloadError
 
+import pytest
+
 from raftqueue.server import client_errors_at_info
+
+
+@pytest.fixture(autouse=True)
+def _node_log_level_info():
+    """As a node runs by default (--log-level INFO)."""
+    logger = logging.getLogger("aiohttp.server")
+    saved = logger.level
+    logger.setLevel(logging.INFO)
+    yield
+    logger.setLevel(saved)
 
 
 def _record(exc: BaseException) -> logging.LogRecord:
@@ -28,6 +40,13 @@ def test_a_body_that_failed_to_decode_is_logged_as_one_info_line():
     record = _record(RequestPayloadError("400, message: Can not decode content-encoding: gzip"))
     assert client_errors_at_info(record)
     assert record.levelno == logging.INFO and record.exc_info is None
+
+
+def test_a_demoted_record_is_one_line_and_obeys_the_log_level():
+    record = _record(LineTooLong(b"x" * 9000, "8190"))
+    assert client_errors_at_info(record) and "\n" not in record.getMessage()
+    logging.getLogger("aiohttp.server").setLevel(logging.WARNING)
+    assert not client_errors_at_info(_record(LineTooLong(b"x" * 9000, "8190")))  # --log-level WARNING: dropped
 
 
 def test_other_errors_keep_their_level_and_traceback():
