@@ -61,6 +61,20 @@ def test_blocking_client_fails_over_from_a_dead_url(cluster):
         assert [j.job_id for j in page.jobs] == [submitted.job_id]
 
 
+async def _run_until_finished(worker: Worker, client: AsyncClient, ids: list[str]) -> tuple[dict, dict]:
+    """Run `worker` until every job of `ids` is finished (30 s at most), stop it: the jobs and its counts."""
+    runner = asyncio.ensure_future(worker.run_async())
+    deadline = time.monotonic() + 30
+    while True:
+        jobs = {i: await client.get(i) for i in ids}
+        if all(j.finished for j in jobs.values()):
+            break
+        assert time.monotonic() < deadline, {i: j.state for i, j in jobs.items()}
+        await asyncio.sleep(0.2)
+    worker.stop()
+    return jobs, await asyncio.wait_for(runner, 30)
+
+
 async def test_worker_acks_nacks_checkpoints_and_abandons_hung_handlers(cluster):
     async with AsyncClient(cluster.urls, cluster.admin_key) as client:
         ok = await client.submit({"kind": "ok"}, queue="work")
@@ -90,17 +104,8 @@ async def test_worker_acks_nacks_checkpoints_and_abandons_hung_handlers(cluster)
 
         worker = Worker(handler, "work", client=client, concurrency=3, lease_ms=1000, job_timeout_s=4,
                         poll_wait_ms=500)
-        runner = asyncio.ensure_future(worker.run_async())
-        deadline = time.monotonic() + 30
         ids = [ok.job_id, fail.job_id, resumed.job_id, hung.job_id, slow.job_id]
-        while True:
-            jobs = {i: await client.get(i) for i in ids}
-            if all(j.finished for j in jobs.values()):
-                break
-            assert time.monotonic() < deadline, {i: j.state for i, j in jobs.items()}
-            await asyncio.sleep(0.2)
-        worker.stop()
-        counts = await asyncio.wait_for(runner, 30)
+        jobs, counts = await _run_until_finished(worker, client, ids)
         assert jobs[ok.job_id].state == "ACKED" and jobs[ok.job_id].result == "ok"
         assert jobs[fail.job_id].state == "DEAD" and "ValueError: bad input" in jobs[fail.job_id].last_error
         assert jobs[resumed.job_id].state == "ACKED" and jobs[resumed.job_id].result == {"resumed_from": 1}
@@ -138,17 +143,8 @@ async def test_the_worker_finishes_jobs_when_the_server_refuses_what_it_sends(cl
             return "r" * over
 
         worker = Worker(handler, "refused", client=client, concurrency=3, lease_ms=1000, poll_wait_ms=500)
-        runner = asyncio.ensure_future(worker.run_async())
-        deadline = time.monotonic() + 30
-        ids = [checkpoint.job_id, error.job_id, result.job_id, odd.job_id]
-        while True:
-            jobs = {i: await client.get(i) for i in ids}
-            if all(j.finished for j in jobs.values()):
-                break
-            assert time.monotonic() < deadline, {i: j.state for i, j in jobs.items()}
-            await asyncio.sleep(0.2)
-        worker.stop()
-        counts = await asyncio.wait_for(runner, 30)
+        jobs, counts = await _run_until_finished(worker, client, [checkpoint.job_id, error.job_id, result.job_id,
+                                                                 odd.job_id])
         done = jobs[checkpoint.job_id]
         assert done.state == "ACKED" and done.result == "done" and done.attempts == 1 and done.checkpoint is None
         failed = jobs[error.job_id]
