@@ -83,17 +83,15 @@ def auth_middleware(ctx: Context, authenticator: auth.Authenticator | None):
         if token is None:
             raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>", auth.CHALLENGE)
         identity = authenticator.authenticate(token)
-        if identity is auth.UNKNOWN_KEY and not ctx.replica.is_leader and not request.get("forwarded"):
+        replica = ctx.replica
+        if identity is auth.UNKNOWN_KEY and not replica.is_leader and not request.get("forwarded"):
             # A key made a moment ago may not have reached this node: first catch up with what the leader last
             # said it committed (at once when caught up already), so the request can run here.
-            replica = ctx.replica
             await replica.wait_applied(replica.known_commit_index, KEY_CATCH_UP_S)
             identity = authenticator.authenticate(token)
-        if identity is auth.UNKNOWN_KEY:
-            leader = ctx.replica.leader
-            if (not ctx.replica.is_leader and leader is not None and not request.get("forwarded")
-                    and resource.canonical != "/events"):
-                body = await ctx.body(request)  # a key this node has not applied yet: the leader decides
+            leader = replica.leader
+            if identity is auth.UNKNOWN_KEY and leader is not None and resource.canonical != "/events":
+                body = await ctx.body(request)  # still unknown here: the leader decides
                 try:
                     # in an exchange of its own: a long poll would hold a whole forward batch for its wait_ms
                     return await ctx.batcher.forward_alone(request, body, leader, UNKNOWN_KEY_FORWARD_S)

@@ -32,6 +32,11 @@ TYPE_SCOPES = {
     "admin": sorted(ALL_SCOPES),
 }
 OPEN = "open"
+
+
+def scopes_of(key_type: str) -> list[str]:
+    """What a key of `key_type` may do in this build (not the list recorded when the key was made)."""
+    return TYPE_SCOPES.get(key_type, [])
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="raftqueue"'}
 
 # (method, canonical route) -> scope
@@ -124,7 +129,7 @@ class Authenticator:
             return None
         # The type's scopes as this build defines them, not those recorded when the key was made: a key keeps no
         # scope that a later build took from its type, and an admin key gets every scope a later build adds.
-        return Identity(key_id, record["type"], record["owner_id"], frozenset(TYPE_SCOPES.get(record["type"], ())))
+        return Identity(key_id, record["type"], record["owner_id"], frozenset(scopes_of(record["type"])))
 
     def note_use(self, identity: Identity, now_ms: int) -> None:
         if identity.key_id not in ("bootstrap", "no-auth"):

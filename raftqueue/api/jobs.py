@@ -87,11 +87,6 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _releases(jobs: list) -> list[dict]:
-    """Commands that give leased jobs back untouched: READY again, the attempt not counted (store `release`)."""
-    return [{"kind": "release", "job_id": job["job_id"], "lease_token": job["lease_token"]} for job in jobs]
-
-
 def _leader_stopped_answering(exc: ForwardBroken) -> ApiError:
     return ApiError(504, "commit_timeout", f"the leader stopped answering ({exc}); a lease may have been granted "
                                            "and will expire")
@@ -124,7 +119,7 @@ async def lease(request: web.Request) -> web.Response:
                     index, results = outcome
                     jobs = _one(ctx, results)["jobs"]
                     if jobs and _client_gone(request):  # it hung up while the lease was being committed
-                        await _give_back_here(ctx, jobs)
+                        await _give_back(ctx, request, jobs, None)
                         return _lease_answer([], list_form, None, ctx)
                     if jobs or time.monotonic() >= deadline:
                         return _lease_answer(jobs, list_form, index, ctx)
@@ -161,7 +156,7 @@ async def lease(request: web.Request) -> web.Response:
                 else:
                     jobs = _one(ctx, results)["jobs"]
                     if jobs and _client_gone(request):  # it hung up while the lease was being committed
-                        await _give_back_through(ctx, request, jobs, leader)
+                        await _give_back(ctx, request, jobs, leader)
                         return _lease_answer([], list_form, None, ctx)
                     if jobs or time.monotonic() >= deadline:
                         answer = _lease_answer(jobs, list_form, None, ctx)
@@ -183,18 +178,15 @@ async def lease(request: web.Request) -> web.Response:
         await asyncio.sleep(0.02)
 
 
-async def _give_back_here(ctx: Context, jobs: list) -> None:
-    """Release leases nobody will receive (this node leads). If that fails, they expire as any lost lease does."""
+async def _give_back(ctx: Context, request: web.Request, jobs: list, leader) -> None:
+    """Release leases nobody will receive: here when this node leads (`leader` None), else through the leader
+    that granted them. If that fails, they expire as any lost lease does."""
+    releases = [{"kind": "release", "job_id": job["job_id"], "lease_token": job["lease_token"]} for job in jobs]
     try:
-        await ctx.propose_here(_releases(jobs))
-    except ApiError as exc:
-        log.info("could not give back %d job(s) leased to a client that hung up: %s", len(jobs), exc.message)
-
-
-async def _give_back_through(ctx: Context, request: web.Request, jobs: list, leader) -> None:
-    """Release leases nobody will receive, through the leader that granted them."""
-    try:
-        await ctx.batcher.propose(request, _releases(jobs), leader)
+        if leader is None:
+            await ctx.propose_here(releases)
+        else:
+            await ctx.batcher.propose(request, releases, leader)
     except (ForwardNotSent, LeaderRetry, ForwardBroken, ApiError) as exc:
         log.info("could not give back %d job(s) leased to a client that hung up: %s", len(jobs), exc)
 

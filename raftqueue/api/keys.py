@@ -13,7 +13,7 @@ from aiohttp import web
 
 from raftqueue.api import validation as v
 from raftqueue.api.appkeys import CTX
-from raftqueue.api.auth import TYPE_SCOPES, TYPES, key_id_of, new_key
+from raftqueue.api.auth import TYPE_SCOPES, TYPES, key_id_of, new_key, scopes_of
 from raftqueue.api.errors import ApiError, invalid
 from raftqueue.api.jobs import json_response
 from raftqueue.timefmt import to_rfc3339
@@ -25,7 +25,7 @@ TOUCH_PATH = "/_internal/touch-keys"
 
 def _public(record: dict) -> dict:
     out = dict(record)
-    out["scopes"] = list(TYPE_SCOPES.get(record.get("type"), ()))  # what the key can do now (see auth.TYPE_SCOPES)
+    out["scopes"] = scopes_of(record.get("type"))  # what the key can do now
     for field in ("created_at", "revoked_at", "last_used_at"):
         out[field] = to_rfc3339(out.get(field))
     return out
